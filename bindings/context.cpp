@@ -1,0 +1,105 @@
+// Context: one loaded set of model files (sd_ctx_t), reused across generations.
+#include "wanpy_core.h"
+
+#include <optional>
+#include <string>
+
+#include "context.h"
+
+namespace wanpy {
+
+namespace {
+const char* opt(const std::optional<std::string>& s) {
+    return s ? s->c_str() : nullptr;
+}
+}  // namespace
+
+Context::Context(std::optional<std::string> diffusion_model, std::optional<std::string> high_noise_diffusion_model,
+                 std::optional<std::string> vae, std::optional<std::string> t5xxl,
+                 std::optional<std::string> clip_vision, int n_threads, bool vae_decode_only, bool flash_attention,
+                 bool offload_params_to_cpu, bool keep_vae_on_cpu, bool keep_clip_on_cpu, bool enable_mmap,
+                 py::object progress) {
+    sd_ctx_params_t p;
+    sd_ctx_params_init(&p);
+    p.diffusion_model_path            = opt(diffusion_model);
+    p.high_noise_diffusion_model_path = opt(high_noise_diffusion_model);
+    p.vae_path                        = opt(vae);
+    p.t5xxl_path                      = opt(t5xxl);
+    p.clip_vision_path                = opt(clip_vision);
+    p.n_threads                       = n_threads;
+    p.vae_decode_only                 = vae_decode_only;
+    p.free_params_immediately         = false;  // load once, generate many times
+    p.flash_attn                      = flash_attention;
+    p.diffusion_flash_attn            = flash_attention;
+    p.offload_params_to_cpu           = offload_params_to_cpu;
+    p.keep_vae_on_cpu                 = keep_vae_on_cpu;
+    p.keep_clip_on_cpu                = keep_clip_on_cpu;
+    p.enable_mmap                     = enable_mmap;
+
+    // Loading is never interrupted mid-way (sd.cpp would leak what it loaded): a
+    // cancel request is honoured as soon as loading returns.
+    ProgressRoute route(progress, /*may_cancel=*/false);
+    sd_ctx_t* ctx = nullptr;
+    std::string failure;
+    {
+        py::gil_scoped_release release;
+        try {
+            ctx = new_sd_ctx(&p);
+        } catch (const std::exception& e) {
+            failure = e.what();
+        } catch (...) {
+            failure = "unknown C++ exception";
+        }
+    }
+    if (route.cancelled() && ctx != nullptr) {
+        py::gil_scoped_release release;
+        free_sd_ctx(ctx);
+        ctx = nullptr;
+    }
+    route.rethrow_if_raised();
+    if (!failure.empty()) throw NativeError("loading the models failed: " + failure);
+    if (ctx == nullptr) {
+        throw NativeError(route.cancelled() ? "loading was cancelled"
+                                            : "loading the models failed (see the wanpy log for sd.cpp's reason)");
+    }
+    ctx_ = ctx;
+}
+
+Context::~Context() {
+    close();
+}
+
+void Context::close() {
+    if (ctx_ != nullptr) {
+        sd_ctx_t* ctx = ctx_;
+        ctx_          = nullptr;
+        free_sd_ctx(ctx);
+    }
+}
+
+sd_ctx_t* Context::get() const {
+    if (ctx_ == nullptr) throw NativeError("the context is closed");
+    return ctx_;
+}
+
+}  // namespace wanpy
+
+void wanpy::register_context(py::module_& m) {
+    py::class_<Context>(m, "Context", "Loaded model files (sd.cpp's sd_ctx_t).")
+        .def(py::init<std::optional<std::string>, std::optional<std::string>, std::optional<std::string>,
+                      std::optional<std::string>, std::optional<std::string>, int, bool, bool, bool, bool, bool,
+                      bool, py::object>(),
+             py::kw_only(), py::arg("diffusion_model") = py::none(),
+             py::arg("high_noise_diffusion_model") = py::none(), py::arg("vae") = py::none(),
+             py::arg("t5xxl") = py::none(), py::arg("clip_vision") = py::none(), py::arg("n_threads"),
+             py::arg("vae_decode_only") = false, py::arg("flash_attention") = false,
+             py::arg("offload_params_to_cpu") = false, py::arg("keep_vae_on_cpu") = false,
+             py::arg("keep_clip_on_cpu") = false, py::arg("enable_mmap") = false,
+             py::arg("progress") = py::none())
+        .def("close", [](Context& self) {
+            py::gil_scoped_release release;
+            self.close();
+        }, "Free the loaded weights. Idempotent.")
+        .def_property_readonly("closed", &Context::closed)
+        .def("supports_video", [](const Context& self) { return sd_ctx_supports_video_generation(self.get()); });
+}

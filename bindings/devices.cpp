@@ -1,0 +1,54 @@
+// Device query: the ggml backend devices this build can run on, with memory figures.
+#include "wanpy_core.h"
+
+#include <pybind11/stl.h>
+
+#include "ggml-backend.h"
+
+namespace {
+
+const char* type_name(ggml_backend_dev_type type) {
+    switch (type) {
+        case GGML_BACKEND_DEVICE_TYPE_CPU: return "cpu";
+        case GGML_BACKEND_DEVICE_TYPE_GPU: return "gpu";
+        case GGML_BACKEND_DEVICE_TYPE_IGPU: return "igpu";
+        case GGML_BACKEND_DEVICE_TYPE_ACCEL: return "accel";
+        default: return "unknown";
+    }
+}
+
+py::list backend_devices() {
+    py::list out;
+    size_t count = 0;
+    {
+        py::gil_scoped_release release;  // the first call initialises drivers
+        count = ggml_backend_dev_count();
+    }
+    for (size_t i = 0; i < count; ++i) {
+        ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+        ggml_backend_dev_props props{};
+        ggml_backend_dev_get_props(dev, &props);
+        py::dict d;
+        d["ggml_index"]   = i;
+        d["name"]         = props.name ? props.name : "";
+        d["description"]  = props.description ? props.description : "";
+        d["type"]         = type_name(props.type);
+        d["memory_total"] = props.memory_total;
+        d["memory_free"]  = props.memory_free;
+        d["backend"]      = ggml_backend_reg_name(ggml_backend_dev_backend_reg(dev));
+        d["device_id"]    = props.device_id ? py::object(py::str(props.device_id)) : py::object(py::none());
+        out.append(d);
+    }
+    return out;
+}
+
+}  // namespace
+
+void wanpy::register_devices(py::module_& m) {
+    m.def("backend_devices", &backend_devices,
+          "Every ggml backend device compiled in, in ggml's order, with memory figures.");
+#if defined(WANPY_WITH_VULKAN)
+    m.def("vulkan_device_limits", &wanpy::vulkan_device_limits,
+          "Driver limits of the Vulkan devices ggml uses, in ggml's order (Vulkan0, Vulkan1, ...).");
+#endif
+}

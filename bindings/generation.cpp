@@ -1,0 +1,153 @@
+// generate_video: one call into sd.cpp, frames copied into one NumPy array and the
+// native frames freed at once. Inputs arrive validated by wanpy (src/wanpy/).
+#include "wanpy_core.h"
+
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "context.h"
+
+namespace wanpy {
+namespace {
+
+using Image = py::array_t<uint8_t, py::array::c_style>;
+using Lora  = std::tuple<std::string, float, bool>;  // path, multiplier, is_high_noise
+
+sd_image_t as_sd_image(const std::optional<Image>& img) {
+    sd_image_t out{0, 0, 0, nullptr};
+    if (!img) return out;
+    if (img->ndim() != 3 || img->shape(2) != 3) throw NativeError("images must be HxWx3 uint8");
+    out.height  = static_cast<uint32_t>(img->shape(0));
+    out.width   = static_cast<uint32_t>(img->shape(1));
+    out.channel = 3;
+    out.data    = const_cast<uint8_t*>(img->data());  // sd.cpp only reads it
+    return out;
+}
+
+sample_method_t method_of(const std::string& name) {
+    sample_method_t m = str_to_sample_method(name.c_str());
+    if (m == SAMPLE_METHOD_COUNT) throw NativeError("unknown sample method '" + name + "'");
+    return m;
+}
+
+scheduler_t scheduler_of(const std::string& name) {
+    scheduler_t s = str_to_scheduler(name.c_str());
+    if (s == SCHEDULER_COUNT) throw NativeError("unknown scheduler '" + name + "'");
+    return s;
+}
+
+struct FreeFrames {
+    sd_image_t* frames = nullptr;
+    int count          = 0;
+    ~FreeFrames() {
+        if (!frames) return;
+        for (int i = 0; i < count; ++i) std::free(frames[i].data);
+        std::free(frames);
+    }
+};
+
+py::array_t<uint8_t> generate(Context& ctx, const std::string& prompt, const std::string& negative_prompt, int width,
+                              int height, int num_frames, int steps, float cfg_scale, float flow_shift,
+                              const std::string& sample_method, const std::string& scheduler, int64_t seed,
+                              float strength, std::optional<Image> init_image, std::optional<Image> end_image,
+                              int high_noise_steps, float high_noise_cfg_scale,
+                              const std::string& high_noise_sample_method, const std::string& high_noise_scheduler,
+                              float moe_boundary, const std::vector<Lora>& loras, bool vae_tiling, int tile_size_x,
+                              int tile_size_y, float tile_overlap, py::object progress) {
+    sd_vid_gen_params_t p;
+    sd_vid_gen_params_init(&p);
+    p.prompt          = prompt.c_str();
+    p.negative_prompt = negative_prompt.c_str();
+    p.width           = width;
+    p.height          = height;
+    p.video_frames    = num_frames;
+    p.seed            = seed;
+    p.strength        = strength;
+    p.moe_boundary    = moe_boundary;
+    p.init_image      = as_sd_image(init_image);
+    p.end_image       = as_sd_image(end_image);
+
+    p.sample_params.sample_steps     = steps;
+    p.sample_params.guidance.txt_cfg = cfg_scale;
+    p.sample_params.flow_shift       = flow_shift;
+    p.sample_params.sample_method    = method_of(sample_method);
+    p.sample_params.scheduler        = scheduler_of(scheduler);
+
+    p.high_noise_sample_params.sample_steps     = high_noise_steps;
+    p.high_noise_sample_params.guidance.txt_cfg = high_noise_cfg_scale;
+    p.high_noise_sample_params.flow_shift       = flow_shift;
+    p.high_noise_sample_params.sample_method    = method_of(high_noise_sample_method);
+    p.high_noise_sample_params.scheduler        = scheduler_of(high_noise_scheduler);
+
+    std::vector<sd_lora_t> sd_loras;
+    for (const auto& [path, multiplier, is_high_noise] : loras) {
+        sd_loras.push_back(sd_lora_t{is_high_noise, multiplier, path.c_str()});
+    }
+    p.loras      = sd_loras.empty() ? nullptr : sd_loras.data();
+    p.lora_count = static_cast<uint32_t>(sd_loras.size());
+
+    p.vae_tiling_params.enabled        = vae_tiling;
+    p.vae_tiling_params.tile_size_x    = tile_size_x;
+    p.vae_tiling_params.tile_size_y    = tile_size_y;
+    p.vae_tiling_params.target_overlap = tile_overlap;
+
+    sd_ctx_t* sd = ctx.get();
+    ProgressRoute route(progress, /*may_cancel=*/true);
+    FreeFrames out;
+    std::string failure;
+    bool cancelled = false;
+    {
+        py::gil_scoped_release release;
+        try {
+            out.frames = generate_video(sd, &p, &out.count);
+        } catch (const CancelRequested&) {
+            cancelled = true;
+        } catch (const std::exception& e) {
+            failure = e.what();
+        } catch (...) {
+            failure = "unknown C++ exception";
+        }
+    }
+    route.rethrow_if_raised();
+    if (cancelled || route.cancelled()) throw CancelledError("generation cancelled");
+    if (!failure.empty()) throw NativeError("generation failed inside sd.cpp: " + failure);
+    if (out.frames == nullptr || out.count <= 0) {
+        throw NativeError("generation failed (sd.cpp returned no frames; see the wanpy log for its reason)");
+    }
+
+    const sd_image_t& first = out.frames[0];
+    for (int i = 0; i < out.count; ++i) {
+        const sd_image_t& f = out.frames[i];
+        if (f.data == nullptr || f.channel != 3 || f.width != first.width || f.height != first.height) {
+            throw NativeError("sd.cpp returned an inconsistent frame " + std::to_string(i));
+        }
+    }
+    py::array_t<uint8_t> frames({static_cast<py::ssize_t>(out.count), static_cast<py::ssize_t>(first.height),
+                                 static_cast<py::ssize_t>(first.width), static_cast<py::ssize_t>(3)});
+    const size_t frame_bytes = static_cast<size_t>(first.height) * first.width * 3;
+    uint8_t* dst             = frames.mutable_data();
+    for (int i = 0; i < out.count; ++i) std::memcpy(dst + i * frame_bytes, out.frames[i].data, frame_bytes);
+    return frames;
+}
+
+}  // namespace
+}  // namespace wanpy
+
+void wanpy::register_generation(py::module_& m) {
+    m.def("generate_video", &generate, py::arg("ctx"), py::kw_only(), py::arg("prompt"), py::arg("negative_prompt"),
+          py::arg("width"), py::arg("height"), py::arg("num_frames"), py::arg("steps"), py::arg("cfg_scale"),
+          py::arg("flow_shift"), py::arg("sample_method"), py::arg("scheduler"), py::arg("seed"),
+          py::arg("strength"), py::arg("init_image") = py::none(), py::arg("end_image") = py::none(),
+          py::arg("high_noise_steps"), py::arg("high_noise_cfg_scale"), py::arg("high_noise_sample_method"),
+          py::arg("high_noise_scheduler"), py::arg("moe_boundary"), py::arg("loras"), py::arg("vae_tiling"),
+          py::arg("tile_size_x"), py::arg("tile_size_y"), py::arg("tile_overlap"), py::arg("progress") = py::none(),
+          "Run sd.cpp's generate_video; returns frames as uint8 (T, H, W, 3). Raises Cancelled when the "
+          "progress callable returned False or raised.");
+}

@@ -1,0 +1,55 @@
+// Shared declarations of the _core binding files (one file per bound concept).
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace py = pybind11;
+
+namespace wanpy {
+
+void register_system(py::module_& m);
+void register_devices(py::module_& m);
+void register_callbacks(py::module_& m);
+void register_context(py::module_& m);
+void register_generation(py::module_& m);
+
+// Native failures surface as this (wanpy maps it to its own exception classes).
+struct NativeError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// A generation stopped on request (progress callable returned False or raised).
+struct CancelledError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// Thrown from inside sd.cpp's progress callback to stop a generation between two
+// steps; caught in generation.cpp, never seen by Python as such.
+struct CancelRequested {};
+
+// Progress routing (callbacks.cpp). sd.cpp's progress callback is process-global,
+// so exactly one Python callable is routed at a time, under a lock.
+class ProgressRoute {
+public:
+    // Routes progress to `fn` for the lifetime of this object. When `may_cancel`,
+    // a callable that returns False or raises (Ctrl-C included) stops the native
+    // work by throwing CancelRequested from the callback.
+    ProgressRoute(py::object fn, bool may_cancel);
+    ~ProgressRoute();
+    ProgressRoute(const ProgressRoute&)            = delete;
+    ProgressRoute& operator=(const ProgressRoute&) = delete;
+
+    // After the native call returned: re-raise what the callable raised, if anything.
+    void rethrow_if_raised();
+    bool cancelled() const;
+};
+
+#if defined(WANPY_WITH_VULKAN)
+// devices_vulkan.cpp: the driver's own limits for the Vulkan devices ggml uses.
+py::list vulkan_device_limits();
+#endif
+
+}  // namespace wanpy
