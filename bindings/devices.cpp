@@ -7,7 +7,7 @@
 
 namespace {
 
-const char* type_name(ggml_backend_dev_type type) {
+const char* type_name(enum ggml_backend_dev_type type) {
     switch (type) {
         case GGML_BACKEND_DEVICE_TYPE_CPU: return "cpu";
         case GGML_BACKEND_DEVICE_TYPE_GPU: return "gpu";

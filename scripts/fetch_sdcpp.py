@@ -37,7 +37,8 @@ class FetchError(RuntimeError):
     pass
 
 
-def read_lock(path: Path = LOCK) -> dict[str, str]:
+def read_lock(path: Path | None = None) -> dict[str, str]:
+    path = path or LOCK
     lock: dict[str, str] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.strip()

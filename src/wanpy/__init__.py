@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from wanpy import _core, _logging
 from wanpy.errors import (
     AllocationTooLargeError,
     BackendUnavailableError,
@@ -14,10 +15,19 @@ from wanpy.errors import (
     WanpyError,
 )
 
+from wanpy.system import Device, EnvVar, SystemInfo, devices, system_info
+
 __version__ = "0.1.0"
+
+_logging.install(_core)
 
 __all__ = [
     "__version__",
+    "Device",
+    "EnvVar",
+    "SystemInfo",
+    "devices",
+    "system_info",
     "AllocationTooLargeError",
     "BackendUnavailableError",
     "BusyError",

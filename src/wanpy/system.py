@@ -1,0 +1,259 @@
+"""What this build of wanpy is and what its devices can really do.
+
+``system_info()`` reports the backend compiled in, the sd.cpp version, every device
+with its memory and, for Vulkan, the driver's allocation limits next to the ceiling
+ggml will actually enforce, plus a report of the relevant environment variables:
+read by this build (derived from the compiled sources), read by the GPU runtime, or
+UNKNOWN (a name nothing here reads, such as GGML_VK_FORCE_CONCURRENT).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+from wanpy import _core
+
+logger = logging.getLogger("wanpy")
+
+DeviceType = Literal["cpu", "gpu", "igpu", "accel", "unknown"]
+EnvStatus = Literal["read", "runtime", "wanpy", "unknown"]
+
+# Prefixes whose variables are reported; anything set under them is classified.
+ENV_PREFIXES = ("GGML_", "SD_", "VK_", "HSA_", "HIP_", "ROCR_", "WANPY_")
+
+# Variables read by the GPU runtimes themselves (loader/driver), not by compiled
+# sources. They depend on the backend the module was built for.
+RUNTIME_ENV = {
+    "vulkan": frozenset({
+        "VK_ICD_FILENAMES", "VK_DRIVER_FILES", "VK_ADD_DRIVER_FILES", "VK_LAYER_PATH",
+        "VK_ADD_LAYER_PATH", "VK_INSTANCE_LAYERS", "VK_LOADER_DEBUG", "VK_LOADER_LAYERS_ENABLE",
+        "VK_LOADER_LAYERS_DISABLE", "VK_LOADER_DRIVERS_SELECT", "VK_LOADER_DRIVERS_DISABLE",
+        "VK_LOADER_DEVICE_SELECT", "VK_LOADER_DISABLE_INST_EXT_FILTER",
+    }),
+    "hip": frozenset({
+        "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HSA_OVERRIDE_GFX_VERSION",
+        "HSA_ENABLE_SDMA", "HSA_XNACK", "HIP_LAUNCH_BLOCKING",
+    }),
+    "cuda": frozenset(),
+    "cpu": frozenset(),
+    "metal": frozenset(),
+}
+
+# wanpy's own variables (documented in the README).
+WANPY_ENV = frozenset({"WANPY_MODEL_CACHE", "WANPY_SDCPP_DIR"})
+
+GPU_BACKENDS = frozenset({"vulkan", "cuda", "hip", "metal"})
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device this build can run on.
+
+    ``max_allocation`` is the largest single buffer that can be allocated on it:
+    None means no per-allocation ceiling (CPU, CUDA, HIP). For Vulkan it is
+    ``min(max_memory_allocation_size, ggml_max_buffer_size)``: the driver refuses
+    any vkAllocateMemory above the first, ggml refuses any buffer above the second
+    (maxBufferSize, or GGML_VK_FORCE_MAX_BUFFER_SIZE). GGML_VK_FORCE_MAX_ALLOCATION_SIZE
+    only caps ggml's sub-allocation block (``ggml_suballocation_block_size``), how
+    buffers are split; a single larger tensor still gets its own buffer.
+    """
+
+    index: int
+    name: str
+    description: str
+    type: DeviceType
+    backend: str
+    total_memory: int
+    free_memory: int
+    max_allocation: int | None = None
+    max_memory_allocation_size: int | None = None
+    max_buffer_size: int | None = None
+    max_storage_buffer_range: int | None = None
+    ggml_max_buffer_size: int | None = None
+    ggml_suballocation_block_size: int | None = None
+    driver: str | None = None
+
+    def __str__(self) -> str:
+        text = f"#{self.index} {self.name} ({self.type}, {self.backend}): {self.description}, " \
+               f"memory {_gib(self.total_memory)} total / {_gib(self.free_memory)} free"
+        if self.backend.lower() == "vulkan":
+            text += (
+                f"\n    driver {self.driver}; maxMemoryAllocationSize {_bytes(self.max_memory_allocation_size)},"
+                f" maxBufferSize {_bytes(self.max_buffer_size)},"
+                f" maxStorageBufferRange {_bytes(self.max_storage_buffer_range)}"
+                f"\n    ggml: max buffer {_bytes(self.ggml_max_buffer_size)},"
+                f" sub-allocation block {_bytes(self.ggml_suballocation_block_size)}"
+                f"\n    largest single allocation (max_allocation): {_bytes(self.max_allocation)}"
+            )
+        else:
+            text += "\n    largest single allocation: no per-allocation ceiling"
+        return text
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One environment variable under a reported prefix, and who reads it."""
+
+    name: str
+    value: str
+    status: EnvStatus
+
+    def __str__(self) -> str:
+        label = {"read": "read by this build", "runtime": "read by the GPU runtime",
+                 "wanpy": "read by wanpy", "unknown": "UNKNOWN: nothing in this build reads it"}[self.status]
+        return f"{self.name}={self.value}  [{label}]"
+
+
+@dataclass(frozen=True)
+class SystemInfo:
+    """What was compiled in and what the devices can do (``wanpy.system_info()``)."""
+
+    wanpy_version: str
+    sdcpp_version: str
+    sdcpp_source: str
+    backend: str
+    devices: list[Device]
+    environment: list[EnvVar] = field(default_factory=list)
+    env_vars_read: tuple[str, ...] = ()
+    cpu_features: str = ""
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def gpu_available(self) -> bool:
+        return any(d.type in ("gpu", "igpu", "accel") for d in self.devices)
+
+    def __str__(self) -> str:
+        lines = [
+            f"wanpy {self.wanpy_version}",
+            f"stable-diffusion.cpp: {self.sdcpp_version} ({self.sdcpp_source})",
+            f"backend compiled in: {self.backend}",
+            f"CPU features: {self.cpu_features}",
+            "devices:",
+        ]
+        lines += ["  " + str(d).replace("\n", "\n  ") for d in self.devices] or ["  (none)"]
+        lines.append("environment:")
+        lines += [f"  {v}" for v in self.environment] or ["  (no GGML_*, SD_*, VK_*, HSA_*, HIP_*, ROCR_*, WANPY_* set)"]
+        lines.append(f"variables this build reads: {', '.join(self.env_vars_read)}")
+        lines += [f"WARNING: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _gib(n: int | None) -> str:
+    return "?" if n is None else f"{n / 2**30:.2f} GiB"
+
+
+def _bytes(n: int | None) -> str:
+    return "n/a" if n is None else f"{n:,} B ({n / 2**30:.2f} GiB)"
+
+
+def _env_int(name: str) -> int | None:
+    """ggml reads its size overrides with std::stoull; mirror that (decimal only)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw.strip(), 10)
+    except ValueError:
+        return None
+
+
+def _vulkan_limits(limits: dict) -> dict:
+    """The ceilings ggml-vulkan derives from the driver's limits and its variables."""
+    driver_alloc = int(limits["max_memory_allocation_size"])
+    driver_buffer = limits["max_buffer_size"]  # None without VK_KHR_maintenance4
+    forced_alloc = _env_int("GGML_VK_FORCE_MAX_ALLOCATION_SIZE")
+    forced_buffer = _env_int("GGML_VK_FORCE_MAX_BUFFER_SIZE")
+    forced_block = _env_int("GGML_VK_SUBALLOCATION_BLOCK_SIZE")
+    if forced_alloc is not None:
+        ggml_alloc = forced_alloc
+    elif driver_buffer is not None:
+        ggml_alloc = min(driver_alloc, int(driver_buffer))
+    else:
+        ggml_alloc = driver_alloc
+    if forced_buffer is not None:
+        ggml_buffer = forced_buffer
+    elif driver_buffer is not None:
+        ggml_buffer = int(driver_buffer)
+    else:
+        ggml_buffer = ggml_alloc
+    block = min(forced_block if forced_block is not None else 2**30, ggml_alloc)
+    return {
+        "max_memory_allocation_size": driver_alloc,
+        "max_buffer_size": None if driver_buffer is None else int(driver_buffer),
+        "max_storage_buffer_range": int(limits["max_storage_buffer_range"]),
+        "ggml_max_buffer_size": ggml_buffer,
+        "ggml_suballocation_block_size": block,
+        "max_allocation": min(driver_alloc, ggml_buffer),
+        "driver": f"{limits['driver_name']} {limits['driver_info']}".strip(),
+    }
+
+
+def devices() -> list[Device]:
+    """Every device this build can run on, in ggml's order (GPUs first, then the CPU)."""
+    vk_limits: dict[str, dict] = {}
+    if hasattr(_core, "vulkan_device_limits"):
+        vk_limits = {d["ggml_name"]: d for d in _core.vulkan_device_limits()}
+    out = []
+    for d in _core.backend_devices():
+        extra: dict = {}
+        if d["name"] in vk_limits:
+            extra = _vulkan_limits(vk_limits[d["name"]])
+        out.append(Device(
+            index=int(d["ggml_index"]), name=d["name"], description=d["description"], type=d["type"],
+            backend=d["backend"], total_memory=int(d["memory_total"]), free_memory=int(d["memory_free"]),
+            **extra,
+        ))
+    return out
+
+
+def environment_report(backend: str | None = None) -> list[EnvVar]:
+    """Classify every set variable under the reported prefixes; log UNKNOWN ones."""
+    backend = backend or _core.BACKEND
+    read = frozenset(_core.env_vars_read())
+    runtime = RUNTIME_ENV.get(backend, frozenset())
+    report = []
+    for name in sorted(os.environ):
+        if not name.startswith(ENV_PREFIXES):
+            continue
+        if name in read:
+            status: EnvStatus = "read"
+        elif name in runtime:
+            status = "runtime"
+        elif name in WANPY_ENV:
+            status = "wanpy"
+        else:
+            status = "unknown"
+            logger.warning("environment variable %s is set but nothing in this wanpy build (%s backend) "
+                           "reads it: it has no effect", name, backend)
+        report.append(EnvVar(name, os.environ[name], status))
+    return report
+
+
+def backend_warnings(backend: str, devs: list[Device]) -> tuple[str, ...]:
+    """A GPU build that finds no GPU must say so, never quietly run on the CPU."""
+    if backend in GPU_BACKENDS and not any(d.backend.lower() != "cpu" for d in devs):
+        return (f"this wanpy was built for {backend} but found no usable {backend} device: "
+                "generation would run on the CPU",)
+    return ()
+
+
+def system_info() -> SystemInfo:
+    """What was compiled in and what the devices can really do."""
+    from wanpy import __version__
+
+    devs = devices()
+    return SystemInfo(
+        wanpy_version=__version__,
+        sdcpp_version=_core.sdcpp_version(),
+        sdcpp_source=_core.SDCPP_SOURCE,
+        backend=_core.BACKEND,
+        devices=devs,
+        environment=environment_report(),
+        env_vars_read=tuple(_core.env_vars_read()),
+        cpu_features=" ".join(p.strip() for p in _core.sdcpp_system_info().replace("System Info:", "").split("|")
+                              if p.strip().endswith("= 1")).replace(" = 1", ""),
+        warnings=backend_warnings(_core.BACKEND, devs),
+    )

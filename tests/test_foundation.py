@@ -1,0 +1,95 @@
+"""The build: importable module, versions, devices, environment report, logging."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+
+import pytest
+
+import wanpy
+from wanpy import _core, _logging
+from wanpy.system import backend_warnings, Device
+
+
+def test_version_matches_distribution():
+    assert wanpy.__version__ == importlib.metadata.version("wanpy")
+
+
+def test_core_is_private_submodule_of_the_package():
+    assert _core.__name__ == "wanpy._core"
+    assert "_core" not in wanpy.__all__
+
+
+def test_sdcpp_version_is_the_pinned_sdist():
+    info = wanpy.system_info()
+    assert info.sdcpp_version == "stable-diffusion-cpp-python-0.4.7"
+    assert info.sdcpp_source.startswith("stable-diffusion-cpp-python==0.4.7 sdist")
+
+
+def test_system_info_lists_the_cpu_device():
+    info = wanpy.system_info()
+    assert info.backend in {"cpu", "vulkan", "cuda", "hip"}
+    cpus = [d for d in info.devices if d.type == "cpu"]
+    assert len(cpus) == 1
+    cpu = cpus[0]
+    assert isinstance(cpu, Device)
+    assert cpu.total_memory > 2**30
+    assert 0 < cpu.free_memory <= cpu.total_memory
+    assert cpu.max_allocation is None  # no per-allocation ceiling on the CPU
+    assert "largest single allocation" in str(info)
+
+
+def test_env_vars_read_are_derived_from_the_compiled_sources():
+    names = set(_core.env_vars_read())
+    # sd.cpp's util.cpp and ggml's scheduler read these; nothing invents them
+    assert {"SD_VK_DEVICE", "GGML_SCHED_DEBUG"} <= names
+    assert "GGML_VK_FORCE_CONCURRENT" not in names
+    if _core.BACKEND == "vulkan":
+        assert {"GGML_VK_FORCE_MAX_ALLOCATION_SIZE", "GGML_VK_FORCE_MAX_BUFFER_SIZE",
+                "GGML_VK_VISIBLE_DEVICES"} <= names
+    else:
+        assert not any(n.startswith("GGML_VK_") for n in names)
+
+
+def test_fabricated_variable_is_flagged_unknown(python_subprocess):
+    code = (
+        "import json, logging, wanpy\n"
+        "logging.basicConfig(level=logging.WARNING)\n"
+        "print(json.dumps({v.name: v.status for v in wanpy.system_info().environment}))\n"
+    )
+    result = python_subprocess(code, env={"GGML_VK_FORCE_CONCURRENT": "1", "SD_VK_DEVICE": "0",
+                                          "WANPY_MODEL_CACHE": "/tmp/x"})
+    assert result.returncode == 0, result.stderr
+    statuses = json.loads(result.stdout.strip().splitlines()[-1])
+    assert statuses["GGML_VK_FORCE_CONCURRENT"] == "unknown"
+    assert statuses["SD_VK_DEVICE"] == "read"
+    assert statuses["WANPY_MODEL_CACHE"] == "wanpy"
+    assert "GGML_VK_FORCE_CONCURRENT is set but nothing in this wanpy build" in result.stderr
+
+
+def test_gpu_build_without_gpu_says_so():
+    cpu = Device(index=0, name="CPU", description="x", type="cpu", backend="CPU", total_memory=1, free_memory=1)
+    (warning,) = backend_warnings("vulkan", [cpu])
+    assert "built for vulkan but found no usable vulkan device" in warning
+    assert backend_warnings("cpu", [cpu]) == ()
+
+
+@pytest.mark.parametrize(("level", "expected"), [
+    ("debug", logging.DEBUG), ("info", logging.INFO), ("warning", logging.WARNING), ("error", logging.ERROR),
+])
+def test_log_level_mapping(caplog, level, expected):
+    with caplog.at_level(logging.DEBUG, logger="wanpy"):
+        _logging._sink("sd", level, "hello from sd.cpp")
+    (record,) = [r for r in caplog.records if r.getMessage() == "hello from sd.cpp"]
+    assert record.levelno == expected
+    assert record.name == "wanpy"
+    assert record.wanpy_source == "sd"
+
+
+def test_cli_info_runs(python_subprocess):
+    result = python_subprocess("import sys; from wanpy.cli import main; sys.exit(main(['info']))")
+    assert result.returncode == 0, result.stderr
+    assert "backend compiled in: " + _core.BACKEND in result.stdout
+    assert "stable-diffusion-cpp-python-0.4.7" in result.stdout
