@@ -15,7 +15,11 @@ from wanpy.errors import (
     WanpyError,
 )
 
+from wanpy.families import FAMILIES
+from wanpy.pipeline import BackendFallbackWarning, Lora, WanPipeline, generate_video
+from wanpy.progress import Progress
 from wanpy.system import Device, EnvVar, SystemInfo, devices, system_info
+from wanpy.video import Timings, Video, concatenate
 
 __version__ = "0.1.0"
 
@@ -23,7 +27,16 @@ _logging.install(_core)
 
 __all__ = [
     "__version__",
+    "BackendFallbackWarning",
     "Device",
+    "FAMILIES",
+    "Lora",
+    "Progress",
+    "Timings",
+    "Video",
+    "WanPipeline",
+    "concatenate",
+    "generate_video",
     "EnvVar",
     "SystemInfo",
     "devices",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import atexit
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 logger = logging.getLogger("wanpy")
 
@@ -20,10 +22,25 @@ LEVELS: dict[str, int] = {
 }
 
 
+_observers: list[Callable[[str, str, str], None]] = []
+
+
 def _sink(source: str, level: str, text: str) -> None:
     if not text:
         return
+    for observer in list(_observers):
+        observer(source, level, text)
     logger.log(LEVELS.get(level, logging.INFO), "%s", text, extra={"wanpy_source": source})
+
+
+@contextmanager
+def observe(fn: Callable[[str, str, str], None]) -> Iterator[None]:
+    """Also pass every native log line to ``fn(source, level, text)``, whatever the log level."""
+    _observers.append(fn)
+    try:
+        yield
+    finally:
+        _observers.remove(fn)
 
 
 def install(core: object) -> None:

@@ -8,10 +8,44 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_DOES_NOT_FIT = 3
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """'4GiB', '4096MiB', '0xfffffffc', '4294967292' -> bytes."""
+    s = text.strip()
+    if re.fullmatch(r"0[xX][0-9a-fA-F]+", s):
+        return int(s, 16)
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kKmMgGtT]?i?[bB]?)", s)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 4GiB, 4096MiB, 0xfffffffc, 4294967292)")
+    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if value != int(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"not a whole positive number of bytes: {text!r}")
+    return int(value)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)[xX](\d+)", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, e.g. 832x480, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _print_probe(path: Path) -> None:
+    from wanpy.video_io import probe_video
+
+    print(probe_video(path))
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -21,21 +55,170 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    _print_probe(Path(args.file))
+    return 0
+
+
+def _cmd_preflight(args: argparse.Namespace) -> int:
+    from wanpy.preflight import preflight
+
+    width, height = args.size
+    report = preflight(args.model, width=width, height=height, num_frames=args.frames,
+                       flash_attention=args.flash_attention, vae_tiling=args.vae_tiling,
+                       max_allocation=args.max_allocation, total_memory=args.total_memory)
+    print(report)
+    return 0 if report.fits else EXIT_DOES_NOT_FIT
+
+
+def _generation_kwargs(args: argparse.Namespace) -> dict:
+    kwargs: dict = {}
+    if args.size is not None:
+        kwargs["width"], kwargs["height"] = args.size
+    for name in ("fps", "steps", "cfg_scale", "flow_shift", "seed", "sample_method", "scheduler",
+                 "high_noise_steps", "high_noise_cfg_scale", "moe_boundary", "negative_prompt", "init_image",
+                 "end_image", "align"):
+        value = getattr(args, name)
+        if value is not None:
+            kwargs[name] = value
+    if args.frames is not None:
+        kwargs["num_frames"] = args.frames
+    if args.duration is not None:
+        kwargs["duration"] = args.duration
+    return kwargs
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import wanpy
+
+    with wanpy.WanPipeline(args.diffusion_model, args.vae, args.text_encoder, args.high_noise_diffusion_model,
+                           args.clip_vision, flash_attention=args.flash_attention, vae_tiling=args.vae_tiling,
+                           offload_to_cpu=args.offload_to_cpu, keep_vae_on_cpu=args.keep_vae_on_cpu,
+                           n_threads=args.threads) as pipe:
+        video = pipe.generate_video(args.prompt, progress=not args.no_progress, **_generation_kwargs(args))
+    path = video.save(args.output)
+    print(video)
+    print(f"wrote {path}")
+    _print_probe(path)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import wanpy
+    from wanpy.testing import cached_model_set
+
+    print("wanpy demo: a random-weight Wan2.1-T2V-1.3B (real architecture, real file formats)")
+    models = cached_model_set(variant="wan2.1-t2v-1.3b", dtype="q4_0", seed=0)
+    print(f"models: {models.diffusion_model}\n        {models.vae}")
+    size, frames, steps = (args.size or (128, 96)), args.frames, args.steps
+    try:
+        from wanpy.preflight import preflight
+    except ImportError:
+        pass
+    else:
+        print(preflight(models.diffusion_model, width=size[0], height=size[1], num_frames=frames, vae=models.vae))
+    video = wanpy.generate_video(
+        "a red fox running through fresh snow, cinematic", diffusion_model=models.diffusion_model,
+        vae=models.vae, width=size[0], height=size[1], num_frames=frames, steps=steps, seed=args.seed,
+        progress=not args.no_progress)
+    path = video.save(args.output)
+    print(video)
+    print(f"wrote {path}")
+    _print_probe(path)
+    print("\nThese weights are random, so the frames are noise: the demo proves the whole path "
+          "(load, sample, decode, encode) works on this machine.\nFor real videos, point `wanpy generate` "
+          "at real Wan weights, e.g.\n  wanpy generate --diffusion-model wan2.1_t2v_1.3B_fp16.safetensors "
+          "--vae wan_2.1_vae.safetensors --text-encoder umt5-xxl-encoder-Q8_0.gguf \\\n"
+          "    --prompt \"a lovely cat\" --size 832x480 --frames 33 -o cat.webm")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
-        prog="wanpy",
+        prog="wanpy", formatter_class=raw,
         description="Wan2.1/Wan2.2 video generation on stable-diffusion.cpp, in-process.",
-        epilog="examples:\n  wanpy info\n  wanpy demo -o demo.webm",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        epilog="examples:\n  wanpy info\n  wanpy demo -o demo.webm\n"
+               "  wanpy preflight wan2.x-t2v-14b --size 832x480 --frames 161 --max-allocation 4GiB\n"
+               "  wanpy probe demo.webm")
     parser.add_argument("-v", "--verbose", action="store_true", help="show sd.cpp's and ggml's log")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    info = sub.add_parser("info", help="backend compiled in, sd.cpp version, devices and their limits, "
-                          "environment report",
-                          description="What this build is and what its devices can really do.",
-                          epilog="example:\n  GGML_VK_VISIBLE_DEVICES=0 wanpy info",
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    info.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("info", formatter_class=raw,
+                       help="backend, sd.cpp version, devices and their limits, environment report",
+                       description="What this build is and what its devices can really do.",
+                       epilog="example:\n  GGML_VK_VISIBLE_DEVICES=0 wanpy info")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("probe", formatter_class=raw, help="frame count, fps, size, duration, codec of a video",
+                       description="Decode a video and report what it really holds.",
+                       epilog="example:\n  wanpy probe fox.webm")
+    p.add_argument("file")
+    p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser("preflight", formatter_class=raw, help="what fits on the device, before loading anything",
+                       description="Predict every significant allocation and whether it fits.",
+                       epilog="examples:\n  wanpy preflight wan2.x-t2v-14b:q4_k --size 832x480 --frames 161 "
+                              "--max-allocation 0xfffffffc\n  wanpy preflight model.gguf --size 832x480 --frames 81 "
+                              "--flash-attention --vae-tiling\nexit status: 0 fits, 3 does not fit")
+    p.add_argument("model", help="a diffusion-model file, or a preset such as wan2.1-t2v-1.3b[:q8_0]")
+    p.add_argument("--size", type=parse_size, required=True, metavar="WxH")
+    p.add_argument("--frames", type=int, required=True)
+    p.add_argument("--flash-attention", action="store_true")
+    p.add_argument("--vae-tiling", action="store_true")
+    p.add_argument("--max-allocation", type=parse_bytes, metavar="BYTES", help="e.g. 4GiB or 0xfffffffc")
+    p.add_argument("--total-memory", type=parse_bytes, metavar="BYTES", help="e.g. 96GiB")
+    p.set_defaults(func=_cmd_preflight)
+
+    p = sub.add_parser("generate", formatter_class=raw, help="generate a video file",
+                       description="Load the models, pre-flight, generate, write the file, probe it.",
+                       epilog="example:\n  wanpy generate --diffusion-model wan2.1_t2v_1.3B.gguf --vae wan_2.1_vae."
+                              "safetensors --text-encoder umt5-xxl-Q8_0.gguf \\\n    --prompt \"a fox in the snow\" "
+                              "--size 832x480 --frames 81 --fps 16 -o fox.webm")
+    p.add_argument("--diffusion-model", required=True)
+    p.add_argument("--high-noise-diffusion-model")
+    p.add_argument("--vae", required=True)
+    p.add_argument("--text-encoder")
+    p.add_argument("--clip-vision")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--negative-prompt")
+    p.add_argument("--size", type=parse_size, metavar="WxH")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--frames", type=int, help="a 4k+1 count (see --align)")
+    g.add_argument("--duration", type=float, help="seconds, at --fps")
+    p.add_argument("--align", choices=("down", "up"), help="round a non-4k+1 frame count explicitly")
+    p.add_argument("--fps", type=float)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--cfg-scale", type=float)
+    p.add_argument("--flow-shift", type=float)
+    p.add_argument("--sample-method")
+    p.add_argument("--scheduler")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--high-noise-steps", type=int)
+    p.add_argument("--high-noise-cfg-scale", type=float)
+    p.add_argument("--moe-boundary", type=float)
+    p.add_argument("--init-image")
+    p.add_argument("--end-image")
+    p.add_argument("--flash-attention", action="store_true")
+    p.add_argument("--vae-tiling", action="store_true")
+    p.add_argument("--offload-to-cpu", action="store_true")
+    p.add_argument("--keep-vae-on-cpu", action="store_true")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-o", "--output", required=True, help=".webm, .mp4 or .gif")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("demo", formatter_class=raw, help="the whole path on random weights, no download",
+                       description="Make (or reuse) a random-weight Wan2.1-T2V-1.3B, generate a short clip on "
+                                   "this machine, write WebM and probe it.",
+                       epilog="example:\n  wanpy demo -o demo.webm")
+    p.add_argument("-o", "--output", default=str(Path(tempfile.gettempdir()) / "wanpy-demo.webm"))
+    p.add_argument("--size", type=parse_size, metavar="WxH", help="default 128x96")
+    p.add_argument("--frames", type=int, default=9)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 
@@ -44,18 +227,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    from wanpy.errors import WanpyError
+
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
         print("wanpy: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except WanpyError as exc:
+        print(f"wanpy: error: {exc}", file=sys.stderr)
+        return EXIT_DOES_NOT_FIT if isinstance(exc, MemoryError) else 1
+    except (ValueError, TypeError, OSError) as exc:
         print(f"wanpy: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception as exc:  # wanpy errors: one line, no traceback
-        from wanpy.errors import WanpyError
-
-        if isinstance(exc, WanpyError):
-            print(f"wanpy: error: {exc}", file=sys.stderr)
-            return 1
-        raise

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: build wanpy (CPU backend) into .venv, then run
+# `wanpy demo`: a random-weight Wan2.1-T2V-1.3B clip generated here, written as WebM
+# and probed. Extra arguments go to `wanpy demo` (e.g. -o fox.webm --frames 17).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v patch >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq patch ccache >/dev/null
+fi
+[[ -x .venv/bin/python ]] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip "scikit-build-core>=0.10" "pybind11>=2.12"
+.venv/bin/python -m pip install -q --no-build-isolation .
+exec .venv/bin/wanpy demo -o demo.webm "$@"

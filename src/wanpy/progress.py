@@ -1,0 +1,104 @@
+"""Progress of a generation: phases, per-step callbacks, tqdm bars, sd.cpp's timings.
+
+sd.cpp reports progress as (step, steps, seconds per step) without saying which phase
+it is in; its log says when a phase ends. ``GenerationMonitor`` follows both and
+turns them into ``Progress`` events and ``Timings``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from wanpy.video import Timings
+
+PHASES = ("loading", "high_noise_sampling", "sampling", "vae_decode")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress event: ``step`` of ``steps`` in ``phase``, ``elapsed`` seconds into it."""
+
+    phase: str
+    step: int
+    steps: int
+    elapsed: float
+    seconds_per_step: float
+
+
+# sd.cpp's log lines that close a phase, and which timing they give (value in s or ms).
+_TIMING_LINES = (
+    (re.compile(r"get_learned_condition completed, taking ([\d.]+)s"), "text_encoding", 1.0),
+    (re.compile(r"encode_first_stage completed, taking ([\d.]+) ms"), "image_encoding", 1e-3),
+    (re.compile(r"get_clip_vision_output completed, taking ([\d.]+) ms"), "image_encoding", 1e-3),
+    (re.compile(r"sampling\(high noise\) completed, taking ([\d.]+)s"), "high_noise_sampling", 1.0),
+    (re.compile(r"^sampling completed, taking ([\d.]+)s"), "sampling", 1.0),
+    (re.compile(r"decode_first_stage completed, taking ([\d.]+)s"), "vae_decode", 1.0),
+)
+
+
+class GenerationMonitor:
+    """Routes sd.cpp's progress to a callback and tqdm bars; collects timings."""
+
+    def __init__(self, *, first_phase: str, callback: Callable[[Progress], Any] | None, bars: bool) -> None:
+        self.phase = first_phase
+        self.callback = callback
+        self.bars = bars
+        self._bar: Any = None
+        self._phase_start = time.perf_counter()
+        self.timings: dict[str, float] = {}
+        self.steps_seen: dict[str, int] = {}
+
+    # called by _core's progress trampoline (GIL held); False cancels
+    def on_progress(self, step: int, steps: int, seconds_per_step: float) -> bool:
+        if step <= 0:
+            return True
+        self.steps_seen[self.phase] = step
+        if self.bars:
+            self._update_bar(step, steps)
+        if self.callback is not None:
+            event = Progress(self.phase, step, steps, time.perf_counter() - self._phase_start, seconds_per_step)
+            if self.callback(event) is False:
+                return False
+        return True
+
+    # called for every sd.cpp log line
+    def on_log(self, text: str) -> None:
+        for pattern, key, scale in _TIMING_LINES:
+            m = pattern.search(text)
+            if m:
+                self.timings[key] = self.timings.get(key, 0.0) + float(m.group(1)) * scale
+                if key == "high_noise_sampling":
+                    self._next_phase("sampling")
+                elif key == "sampling":
+                    self._next_phase("vae_decode")
+
+    def _next_phase(self, phase: str) -> None:
+        self._close_bar()
+        self.phase = phase
+        self._phase_start = time.perf_counter()
+
+    def _update_bar(self, step: int, steps: int) -> None:
+        from tqdm.auto import tqdm
+
+        if self._bar is None or self._bar.total != steps:
+            self._close_bar()
+            self._bar = tqdm(total=steps, desc=self.phase.replace("_", " "), unit="step", leave=True)
+        self._bar.update(step - self._bar.n)
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def close(self) -> None:
+        self._close_bar()
+
+    def result(self, *, load: float | None, total: float) -> Timings:
+        t = self.timings
+        return Timings(load=load, text_encoding=t.get("text_encoding"), image_encoding=t.get("image_encoding"),
+                       high_noise_sampling=t.get("high_noise_sampling"), sampling=t.get("sampling"),
+                       vae_decode=t.get("vae_decode"), total=total)

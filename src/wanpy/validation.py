@@ -1,0 +1,169 @@
+"""Input validation, run before any native call: nothing is rounded or defaulted silently.
+
+Every error names the offending value and, where there is one, the nearest valid ones.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+Align = Literal["down", "up"]
+
+
+def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def check_float(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
+                exclusive_minimum: bool = False, exclusive_maximum: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
+        raise ValueError(f"{name} must be {'>' if exclusive_minimum else '>='} {minimum}, got {value}")
+    if maximum is not None and (value >= maximum if exclusive_maximum else value > maximum):
+        raise ValueError(f"{name} must be {'<' if exclusive_maximum else '<='} {maximum}, got {value}")
+    return value
+
+
+def check_fps(fps: Any) -> Fraction:
+    if isinstance(fps, bool) or not isinstance(fps, (numbers.Rational, numbers.Real)):
+        raise TypeError(f"fps must be a number, got {type(fps).__name__} {fps!r}")
+    if isinstance(fps, numbers.Rational):
+        value = Fraction(fps)
+    else:
+        if not math.isfinite(float(fps)):
+            raise ValueError(f"fps must be finite, got {fps}")
+        value = Fraction(float(fps)).limit_denominator(1001)
+    if value <= 0 or value > 240:
+        raise ValueError(f"fps must be in (0, 240], got {fps}")
+    return value
+
+
+def check_text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if "\x00" in value:
+        raise ValueError(f"{name} contains a NUL character at index {value.index(chr(0))}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{name} cannot be encoded as UTF-8 ({exc.reason} at index {exc.start})") from None
+    return value
+
+
+def valid_frame_counts(num_frames: int) -> tuple[int, int]:
+    """The 4k+1 frame counts just below and above ``num_frames``."""
+    down = max(1, (num_frames - 1) // 4 * 4 + 1)
+    up = down if down >= num_frames else down + 4
+    return down, up
+
+
+def check_num_frames(num_frames: Any, *, align: Align | None = None) -> int:
+    """sd.cpp silently rounds the frame count down to 4k+1: refuse, or align on request."""
+    n = check_int("num_frames", num_frames, minimum=1, maximum=100_001)
+    if (n - 1) % 4 == 0:
+        return n
+    down, up = valid_frame_counts(n)
+    if align == "down":
+        return down
+    if align == "up":
+        return up
+    if align is not None:
+        raise ValueError(f"align must be 'down', 'up' or None, got {align!r}")
+    raise ValueError(f"num_frames must be 4k+1 (Wan's VAE compresses time by 4), got {n}: "
+                     f"use {down} or {up}, or pass align='down'/'up'")
+
+
+def frames_for_duration(duration: Any, fps: Fraction, *, align: Align | None) -> int:
+    seconds = check_float("duration", duration, minimum=0, exclusive_minimum=True)
+    exact = seconds * fps
+    n = round(float(exact))
+    if abs(float(exact) - n) > 1e-6:
+        raise ValueError(f"duration={seconds} s at {fps} fps is {float(exact):.4g} frames, not a whole number")
+    if (n - 1) % 4 == 0:
+        return n
+    if align is None:
+        down, up = valid_frame_counts(n)
+        raise ValueError(f"duration={seconds} s at {fps} fps is {n} frames, not 4k+1: use {down} or {up} "
+                         f"frames ({down / fps:.4g} s or {up / fps:.4g} s), or pass align='down'/'up'")
+    return check_num_frames(n, align=align)
+
+
+def check_size(width: Any, height: Any, multiple: int, family: str) -> tuple[int, int]:
+    w = check_int("width", width, minimum=1, maximum=16384)
+    h = check_int("height", height, minimum=1, maximum=16384)
+    bad = [(n, v) for n, v in (("width", w), ("height", h)) if v % multiple]
+    if bad:
+        parts = []
+        for n, v in bad:
+            lo = max(multiple, v // multiple * multiple)
+            parts.append(f"{n} {v} (nearest: {lo} or {lo + multiple if lo < v else lo})")
+        raise ValueError(f"width and height must be multiples of {multiple} for {family}: "
+                         + ", ".join(parts))
+    return w, h
+
+
+def check_seed(seed: Any) -> int | None:
+    if seed is None:
+        return None
+    return check_int("seed", seed, minimum=0, maximum=2**63 - 1)
+
+
+def check_file(name: str, path: Any) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path, got {type(path).__name__}")
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{name}: no such file: {str(p)!r}")
+    if p.is_dir():
+        raise IsADirectoryError(f"{name}: is a directory, not a model file: {str(p)!r}")
+    if not os.access(p, os.R_OK):
+        raise PermissionError(f"{name}: not readable: {str(p)!r}")
+    if p.stat().st_size == 0:
+        raise ValueError(f"{name}: file is empty: {str(p)!r}")
+    return os.fspath(p.resolve())
+
+
+def load_image(name: str, image: Any) -> np.ndarray:
+    """A path, PIL image or HxWx3 uint8 array -> C-contiguous HxWx3 uint8 array."""
+    if isinstance(image, (str, os.PathLike)):
+        from PIL import Image, UnidentifiedImageError
+
+        path = Path(image)
+        if not path.is_file():
+            raise FileNotFoundError(f"{name}: no such image file: {str(path)!r}")
+        try:
+            with Image.open(path) as img:
+                image = img.convert("RGB") if img.mode in ("RGB", "RGBA", "L", "P") else img.copy()
+        except UnidentifiedImageError:
+            raise ValueError(f"{name}: not a readable image: {str(path)!r}") from None
+    if hasattr(image, "mode") and hasattr(image, "size"):  # PIL image
+        if image.mode != "RGB":
+            raise ValueError(f"{name}: PIL image mode must be RGB, got {image.mode} (convert('RGB') it)")
+        image = np.asarray(image)
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"{name} must be a path, a PIL image or a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"{name}: array dtype must be uint8, got {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{name}: array must be HxWx3 (RGB), got shape {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"{name}: image is empty, shape {image.shape}")
+    return np.ascontiguousarray(image)

@@ -1,0 +1,93 @@
+"""Results: ``Video`` (frames + everything that shaped them) and its ``Timings``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds spent in each phase, as sd.cpp measured them (None: phase not run)."""
+
+    load: float | None = None
+    text_encoding: float | None = None
+    image_encoding: float | None = None
+    high_noise_sampling: float | None = None
+    sampling: float | None = None  # the low-noise pass for Wan2.2 A14B, the only pass otherwise
+    vae_decode: float | None = None
+    total: float | None = None
+
+    def __str__(self) -> str:
+        parts = [f"{f.name.replace('_', ' ')} {getattr(self, f.name):.2f} s"
+                 for f in fields(self) if getattr(self, f.name) is not None]
+        return ", ".join(parts) or "no timings"
+
+
+@dataclass(frozen=True)
+class Video:
+    """Generated frames, uint8 (T, H, W, 3), and what produced them."""
+
+    frames: np.ndarray
+    fps: Fraction
+    seed: int | None
+    params: dict[str, Any] = field(default_factory=dict)
+    timings: Timings = field(default_factory=Timings)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.frames.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.frames.shape[2])
+
+    @property
+    def duration(self) -> float:
+        """Seconds: frames / fps (161 frames at 16 fps: 10.0625 s)."""
+        return float(self.num_frames / self.fps)
+
+    def save(self, path: str | os.PathLike[str], *, codec: str | None = None, quality: int | None = None,
+             **options: Any) -> Path:
+        """Write the frames; the container follows the extension (.webm, .mp4, .gif).
+
+        Every frame is written at ``self.fps``; see :func:`wanpy.write_webm`.
+        """
+        from wanpy.video_io import save_video
+
+        return save_video(path, self.frames, fps=self.fps, codec=codec, quality=quality, **options)
+
+    def __str__(self) -> str:
+        return (f"Video: {self.num_frames} frames {self.width}x{self.height} at {self.fps} fps "
+                f"({self.duration:.2f} s), seed {self.seed}; {self.timings}")
+
+
+def concatenate(videos: Sequence[Video]) -> Video:
+    """Join continued clips, dropping each continuation's first frame (the shared one).
+
+    A clip made with ``continue_from=previous`` starts from ``previous``'s last frame,
+    so joining N clips gives ``sum(frames) - (N - 1)`` frames.
+    """
+    videos = list(videos)
+    if not videos:
+        raise ValueError("concatenate needs at least one video")
+    first = videos[0]
+    for i, v in enumerate(videos[1:], start=1):
+        if v.fps != first.fps:
+            raise ValueError(f"video {i} has fps {v.fps}, video 0 has {first.fps}")
+        if v.frames.shape[1:] != first.frames.shape[1:]:
+            raise ValueError(f"video {i} frames are {v.frames.shape[1:]}, video 0 frames are {first.frames.shape[1:]}")
+    frames = np.concatenate([first.frames] + [v.frames[1:] for v in videos[1:]], axis=0)
+    total = sum((v.timings.total or 0.0) for v in videos)
+    return Video(frames=frames, fps=first.fps, seed=first.seed,
+                 params={"concatenated": [v.params for v in videos]}, timings=Timings(total=total))
