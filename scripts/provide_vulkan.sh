@@ -55,7 +55,7 @@ summary() {
         sed -n 's/^pkg /  /p' "$VK/stamp"
         echo "  headers: VK_HEADER_VERSION $(sed -n 's/^#define VK_HEADER_VERSION \([0-9]*\).*/\1/p' \
             "$VK/root/usr/include/vulkan/vulkan_core.h")"
-        echo "  glslc: $(glslc --version | head -n 1)"
+        echo "  glslc: $(glslc --version | sed -n 1p)"  # sed, not head: no SIGPIPE under pipefail
         info=$(vulkaninfo --summary 2>/dev/null) || die "vulkaninfo failed; redo with --force"
         grep -q 'DRIVER_ID_MESA_LLVMPIPE' <<<"$info" \
             || die "vulkaninfo lists no lavapipe device; redo with --force"

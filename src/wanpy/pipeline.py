@@ -62,17 +62,22 @@ def _identify(path: str, slot: str) -> Any:
         raise ModelFileError(f"{slot}: cannot read {path!r}: {exc}", path=path) from exc
 
 
-def _family_of(path: str) -> Family:
-    kind = _identify(path, "diffusion_model")
-    name = getattr(kind, "family", None) or getattr(kind, "kind", None)
-    if kind is not None and getattr(kind, "blocks", None) not in (None, 30, 40):
-        raise ModelFileError(
-            f"diffusion_model: {path!r} is a Wan DiT with {kind.blocks} blocks; sd.cpp only runs 30 "
-            "(1.3B, TI2V-5B) or 40 (14B) blocks and would abort the process", path=path)
-    if name not in FAMILIES:
-        raise ModelFileError(f"diffusion_model: {path!r} is not a Wan diffusion model wanpy knows "
-                             f"(identified as {name!r}); known: {', '.join(FAMILIES)}", path=path)
-    return FAMILIES[name]
+def _family_of(path: str, *, two_experts: bool, slot: str = "diffusion_model") -> Family:
+    kind = _identify(path, slot)
+    if kind.kind != "dit":
+        raise ModelFileError(f"{slot}: {path!r} is not a Wan diffusion model (it reads as: {kind})", path=path)
+    if kind.problems:
+        raise ModelFileError(f"{slot}: {path!r} cannot run in sd.cpp: {'; '.join(kind.problems)}", path=path)
+    candidates = [FAMILIES[f] for f in kind.families if f in FAMILIES] or (
+        [FAMILIES[kind.family]] if kind.family in FAMILIES else [])
+    for fam in candidates:
+        if fam.needs_high_noise == two_experts:
+            return fam
+    known = ", ".join(f.name for f in candidates) or "none wanpy knows"
+    if two_experts:
+        raise ValueError(f"{slot}: {path!r} is {known}: a single-expert model, but a high-noise expert was given")
+    raise ModelFileError(f"{slot}: {path!r} is {known}: not a Wan family wanpy runs "
+                         f"({', '.join(FAMILIES)})", path=path)
 
 
 def _resolve_device(device: Device | int | None) -> Device:
@@ -127,7 +132,8 @@ class WanPipeline:
                            ("offload_to_cpu", offload_to_cpu), ("keep_vae_on_cpu", keep_vae_on_cpu)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False, got {flag!r}")
-        self.family = _family_of(self.files["diffusion_model"])
+        two_experts = self.files["high_noise_diffusion_model"] is not None
+        self.family = _family_of(self.files["diffusion_model"], two_experts=two_experts)
         self._check_components()
         self.flash_attention = flash_attention
         self.vae_tiling = vae_tiling
@@ -150,23 +156,25 @@ class WanPipeline:
     # --- loading -------------------------------------------------------------------
     def _check_components(self) -> None:
         f, files = self.family, self.files
-        if f.needs_high_noise and files["high_noise_diffusion_model"] is None:
-            raise ValueError(f"{f.name} is a two-expert model: pass its high-noise expert as "
-                             "high_noise_diffusion_model")
-        if not f.needs_high_noise and files["high_noise_diffusion_model"] is not None:
-            raise ValueError(f"{f.name} has a single expert; high_noise_diffusion_model is only for Wan2.2 A14B")
         if f.needs_high_noise:
-            hn = _family_of(files["high_noise_diffusion_model"])
+            hn = _family_of(files["high_noise_diffusion_model"], two_experts=True, slot="high_noise_diffusion_model")
             if hn.name != f.name:
                 raise ValueError(f"high_noise_diffusion_model is {hn.name}, diffusion_model is {f.name}")
         if f.needs_clip_vision and files["clip_vision"] is None:
             raise ValueError(f"{f.name} needs clip_vision (CLIP ViT-H) for its image conditioning")
-        vae_kind = _identify(files["vae"], "vae")
-        vae_name = getattr(vae_kind, "family", None) or getattr(vae_kind, "kind", "")
+        vae = _identify(files["vae"], "vae")
         want = "wan2.2-vae" if f.name == "wan2.2-ti2v-5b" else "wan2.1-vae"
-        if vae_name != want:
-            raise ModelFileError(f"vae: {files['vae']!r} is {vae_name!r}, {f.name} needs the {want}",
+        if vae.kind != "vae" or vae.family != want:
+            raise ModelFileError(f"vae: {files['vae']!r} reads as: {vae}; {f.name} needs the {want}",
                                  path=files["vae"])
+        if vae.has_encoder is False:
+            raise ModelFileError(f"vae: {files['vae']!r} has no encoder weights; sd.cpp's video mode needs the "
+                                 "whole Wan VAE (encoder and decoder)", path=files["vae"])
+        for slot, want_kind in (("text_encoder", "text_encoder"), ("clip_vision", "clip_vision")):
+            if files[slot] is not None:
+                got = _identify(files[slot], slot)
+                if got.kind != want_kind or got.problems:
+                    raise ModelFileError(f"{slot}: {files[slot]!r} reads as: {got}", path=files[slot])
 
     def _preflight_weights(self) -> None:
         try:
