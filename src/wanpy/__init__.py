@@ -20,6 +20,7 @@ from wanpy.pipeline import BackendFallbackWarning, Lora, WanPipeline, generate_v
 from wanpy.progress import Progress
 from wanpy.system import Device, EnvVar, SystemInfo, devices, system_info
 from wanpy.video import Timings, Video, concatenate
+from wanpy.video_io import VideoInfo, VideoWriter, WebMWriter, probe_video, save_video, write_webm
 
 __version__ = "0.1.0"
 
@@ -34,9 +35,15 @@ __all__ = [
     "Progress",
     "Timings",
     "Video",
+    "VideoInfo",
+    "VideoWriter",
+    "WebMWriter",
     "WanPipeline",
     "concatenate",
     "generate_video",
+    "probe_video",
+    "save_video",
+    "write_webm",
     "EnvVar",
     "SystemInfo",
     "devices",

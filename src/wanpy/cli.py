@@ -1,4 +1,4 @@
-"""The ``wanpy`` command line: info, preflight, generate, probe, demo.
+"""The ``wanpy`` command line: info, generate, probe, demo.
 
 User errors print one clear line (no traceback) and exit non-zero; ``--verbose``
 shows sd.cpp's log.
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 EXIT_USAGE = 2
-EXIT_DOES_NOT_FIT = 3
+EXIT_DOES_NOT_FIT = 3  # an AllocationTooLargeError
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -60,17 +60,6 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_preflight(args: argparse.Namespace) -> int:
-    from wanpy.preflight import preflight
-
-    width, height = args.size
-    report = preflight(args.model, width=width, height=height, num_frames=args.frames,
-                       flash_attention=args.flash_attention, vae_tiling=args.vae_tiling,
-                       max_allocation=args.max_allocation, total_memory=args.total_memory)
-    print(report)
-    return 0 if report.fits else EXIT_DOES_NOT_FIT
-
-
 def _generation_kwargs(args: argparse.Namespace) -> dict:
     kwargs: dict = {}
     if args.size is not None:
@@ -111,12 +100,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     models = cached_model_set(variant="wan2.1-t2v-1.3b", dtype="q4_0", seed=0)
     print(f"models: {models.diffusion_model}\n        {models.vae}")
     size, frames, steps = (args.size or (128, 96)), args.frames, args.steps
-    try:
-        from wanpy.preflight import preflight
-    except ImportError:
-        pass
-    else:
-        print(preflight(models.diffusion_model, width=size[0], height=size[1], num_frames=frames, vae=models.vae))
     video = wanpy.generate_video(
         "a red fox running through fresh snow, cinematic", diffusion_model=models.diffusion_model,
         vae=models.vae, width=size[0], height=size[1], num_frames=frames, steps=steps, seed=args.seed,
@@ -139,7 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="wanpy", formatter_class=raw,
         description="Wan2.1/Wan2.2 video generation on stable-diffusion.cpp, in-process.",
         epilog="examples:\n  wanpy info\n  wanpy demo -o demo.webm\n"
-               "  wanpy preflight wan2.x-t2v-14b --size 832x480 --frames 161 --max-allocation 4GiB\n"
                "  wanpy probe demo.webm")
     parser.add_argument("-v", "--verbose", action="store_true", help="show sd.cpp's and ggml's log")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -155,20 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example:\n  wanpy probe fox.webm")
     p.add_argument("file")
     p.set_defaults(func=_cmd_probe)
-
-    p = sub.add_parser("preflight", formatter_class=raw, help="what fits on the device, before loading anything",
-                       description="Predict every significant allocation and whether it fits.",
-                       epilog="examples:\n  wanpy preflight wan2.x-t2v-14b:q4_k --size 832x480 --frames 161 "
-                              "--max-allocation 0xfffffffc\n  wanpy preflight model.gguf --size 832x480 --frames 81 "
-                              "--flash-attention --vae-tiling\nexit status: 0 fits, 3 does not fit")
-    p.add_argument("model", help="a diffusion-model file, or a preset such as wan2.1-t2v-1.3b[:q8_0]")
-    p.add_argument("--size", type=parse_size, required=True, metavar="WxH")
-    p.add_argument("--frames", type=int, required=True)
-    p.add_argument("--flash-attention", action="store_true")
-    p.add_argument("--vae-tiling", action="store_true")
-    p.add_argument("--max-allocation", type=parse_bytes, metavar="BYTES", help="e.g. 4GiB or 0xfffffffc")
-    p.add_argument("--total-memory", type=parse_bytes, metavar="BYTES", help="e.g. 96GiB")
-    p.set_defaults(func=_cmd_preflight)
 
     p = sub.add_parser("generate", formatter_class=raw, help="generate a video file",
                        description="Load the models, pre-flight, generate, write the file, probe it.",

@@ -1,0 +1,249 @@
+"""Random-weight Wan model files with the real architecture and file formats, for tests.
+
+No Wan model is small: sd.cpp hard-codes the hyper-parameters by block count, so the
+smallest set it loads is a Wan2.1-T2V-1.3B DiT (~0.8 GB at q4_0) and the Wan2.1 VAE
+(~250 MB). ``make_model_set`` writes such sets with the tensor names, shapes and types
+of the published files (see ``wanpy.testing.wan_layouts``) and random values scaled so
+activations stay finite through the real network: frames come out deterministic,
+NaN-free, and different for each seed. The same arguments always give byte-identical
+files. ``sparse=True`` writes full-size files whose data region is a hole (no disk
+used), for tests that only read headers, such as the pre-flight checks of 14B models.
+
+``cached_model_set`` keeps sets in a per-machine cache (``$WANPY_MODEL_CACHE``, default
+``~/.cache/wanpy/models``), keyed by variant, dtype, seed and ``KIT_VERSION``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import numbers
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wanpy.testing import wan_layouts
+from wanpy.testing._writer import planned_size, write_file
+from wanpy.testing.wan_layouts import DIT_CONFIGS, GGML_NAMES, TensorSpec
+
+__all__ = [
+    "KIT_VERSION", "DTYPES", "VARIANTS", "ModelSet", "SetLayout", "cache_dir", "cached_model_set",
+    "make_model_set", "write_model_file",
+]
+
+# Bump whenever the bytes the kit writes change: cached sets of other versions are not reused.
+KIT_VERSION = 1
+
+DTYPES = tuple(GGML_NAMES)
+
+logger = logging.getLogger("wanpy")
+
+
+@dataclass(frozen=True)
+class SetLayout:
+    """What a variant's set holds: its DiT config (``wan_layouts.DIT_CONFIGS``), its VAE
+    version, whether it has two experts (Wan2.2 A14B) and CLIP vision (Wan2.1 I2V/FLF2V),
+    and the wanpy family (``wanpy.families.FAMILIES``) it stands for."""
+
+    dit: str
+    vae: str
+    family: str
+    two_experts: bool = False
+    clip_vision: bool = False
+
+
+VARIANTS: dict[str, SetLayout] = {
+    "wan2.1-t2v-1.3b": SetLayout("wan2.1-t2v-1.3b", "2.1", "wan2.1-t2v-1.3b"),
+    "wan2.2-ti2v-5b": SetLayout("wan2.2-ti2v-5b", "2.2", "wan2.2-ti2v-5b"),
+    "wan2.x-t2v-14b": SetLayout("wan2.x-t2v-14b", "2.1", "wan2.1-t2v-14b"),
+    "wan2.2-t2v-a14b": SetLayout("wan2.x-t2v-14b", "2.1", "wan2.2-t2v-a14b", two_experts=True),
+    "wan2.2-i2v-a14b": SetLayout("wan2.2-i2v-14b", "2.1", "wan2.2-i2v-a14b", two_experts=True),
+    "wan2.1-i2v-14b": SetLayout("wan2.1-i2v-14b", "2.1", "wan2.1-i2v-14b", clip_vision=True),
+    "wan2.1-flf2v-14b": SetLayout("wan2.1-flf2v-14b", "2.1", "wan2.1-flf2v-14b", clip_vision=True),
+}
+
+# llama.cpp's general.file_type for a file "mostly" of each type
+_FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q4_k": 14,
+               "q5_k": 16, "q6_k": 18, "bf16": 32}
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """The files of one set, named like the pipeline's arguments (None where the set has none)."""
+
+    diffusion_model: Path
+    high_noise_diffusion_model: Path | None
+    vae: Path
+    text_encoder: Path | None
+    clip_vision: Path | None
+    variant: str
+    dtype: str
+    seed: int
+    sparse: bool = False
+
+    @property
+    def family(self) -> str:
+        """The wanpy family (``wanpy.families.FAMILIES``) this set stands for."""
+        return VARIANTS[self.variant].family
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(p for p in (self.diffusion_model, self.high_noise_diffusion_model, self.vae,
+                                 self.text_encoder, self.clip_vision) if p is not None)
+
+    def pipeline_kwargs(self) -> dict[str, str]:
+        """The paths as keyword arguments for ``WanPipeline`` / ``generate_video``."""
+        return {k: str(v) for k, v in (("diffusion_model", self.diffusion_model), ("vae", self.vae),
+                                       ("high_noise_diffusion_model", self.high_noise_diffusion_model),
+                                       ("text_encoder", self.text_encoder), ("clip_vision", self.clip_vision))
+                if v is not None}
+
+
+@dataclass(frozen=True)
+class _FilePlan:
+    slot: str
+    name: str
+    fmt: str
+    specs: list[TensorSpec]
+    metadata: dict[str, Any]
+    seed_key: str
+
+
+def _check_args(variant: Any, dtype: Any, seed: Any, text_encoder: Any, vae_format: Any, sparse: Any) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    if dtype not in GGML_NAMES:
+        raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(GGML_NAMES)}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__} {seed!r}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    for name, flag in (("text_encoder", text_encoder), ("sparse", sparse)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    if vae_format not in ("safetensors", "gguf"):
+        raise ValueError(f"vae_format must be 'safetensors' or 'gguf', got {vae_format!r}")
+
+
+def _plan(variant: str, dtype: str, seed: int, text_encoder: bool, vae_format: str) -> list[_FilePlan]:
+    layout = VARIANTS[variant]
+    tag = GGML_NAMES[dtype]
+
+    def gguf_meta(component: str, arch: str | None, file_type: int | None) -> dict[str, Any]:
+        meta: dict[str, Any] = {}
+        if arch:
+            meta["general.architecture"] = arch
+        meta["general.quantization_version"] = 2
+        if file_type is not None:
+            meta["general.file_type"] = file_type
+        meta.update({"wanpy.testing.kit_version": KIT_VERSION, "wanpy.testing.seed": seed,
+                     "wanpy.testing.component": component})
+        return meta
+
+    def st_meta(component: str) -> dict[str, str]:
+        return {"format": "pt", "wanpy.testing.kit_version": str(KIT_VERSION), "wanpy.testing.seed": str(seed),
+                "wanpy.testing.component": component}
+
+    plans = []
+    dit_specs = wan_layouts.dit_layout(DIT_CONFIGS[layout.dit], dtype)
+    if layout.two_experts:
+        for slot, expert in (("high_noise_diffusion_model", "high-noise"), ("diffusion_model", "low-noise")):
+            plans.append(_FilePlan(slot, f"{variant}-{expert}-{tag}.gguf", "gguf", dit_specs,
+                                   gguf_meta(f"{variant} {expert}", "wan", _FILE_TYPES[dtype]), f"{variant}:{slot}"))
+    else:
+        plans.append(_FilePlan("diffusion_model", f"{variant}-{tag}.gguf", "gguf", dit_specs,
+                               gguf_meta(variant, "wan", _FILE_TYPES[dtype]), f"{variant}:diffusion_model"))
+    vae = f"wan{layout.vae}-vae"
+    vae_specs = wan_layouts.vae_layout(layout.vae)
+    if vae_format == "gguf":
+        plans.append(_FilePlan("vae", f"{vae}.gguf", "gguf", vae_specs, gguf_meta(vae, None, 1), vae))
+    else:
+        plans.append(_FilePlan("vae", f"{vae}.safetensors", "safetensors", vae_specs, st_meta(vae), vae))
+    if text_encoder:
+        plans.append(_FilePlan("text_encoder", f"umt5-xxl-encoder-{tag}.gguf", "gguf",
+                               wan_layouts.umt5_xxl_layout(dtype), gguf_meta("umt5-xxl", "t5encoder",
+                                                                             _FILE_TYPES[dtype]), "umt5-xxl"))
+    if layout.clip_vision:
+        plans.append(_FilePlan("clip_vision", "clip-vision-h.safetensors", "safetensors",
+                               wan_layouts.clip_vision_h_layout(), st_meta("clip-vision-h"), "clip-vision-h"))
+    return plans
+
+
+def _build(directory: Path, variant: str, dtype: str, seed: int, text_encoder: bool, vae_format: str,
+           sparse: bool, reuse: bool) -> ModelSet:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for plan in _plan(variant, dtype, seed, text_encoder, vae_format):
+        path = directory / plan.name
+        paths[plan.slot] = path
+        if reuse and path.is_file() and path.stat().st_size == planned_size(plan.specs, plan.fmt, plan.metadata):
+            continue
+        start = time.perf_counter()
+        size = write_file(path, plan.specs, plan.fmt, plan.metadata, seed=seed, seed_key=plan.seed_key,
+                          sparse=sparse)
+        logger.info("wrote %s%s (%.2f GB) in %.1f s", path, " (sparse)" if sparse else "", size / 1e9,
+                    time.perf_counter() - start)
+    return ModelSet(diffusion_model=paths["diffusion_model"], vae=paths["vae"],
+                    high_noise_diffusion_model=paths.get("high_noise_diffusion_model"),
+                    text_encoder=paths.get("text_encoder"), clip_vision=paths.get("clip_vision"),
+                    variant=variant, dtype=dtype, seed=int(seed), sparse=sparse)
+
+
+def make_model_set(directory: str | os.PathLike[str], *, variant: str = "wan2.1-t2v-1.3b", dtype: str = "q4_0",
+                   seed: int = 0, text_encoder: bool = False, vae_format: str = "safetensors",
+                   sparse: bool = False) -> ModelSet:
+    """Write a random-weight model set into ``directory`` (created if needed) and return its paths.
+
+    ``variant`` is one of ``VARIANTS``; ``dtype`` (one of ``DTYPES``) is the type of the
+    DiT's (and text encoder's) Linear weights, in GGUF; conv weights are F16 and norms,
+    biases and modulations F32, as in the published GGUF files. The VAE is F16, as
+    safetensors (``vae_format="safetensors"``) or GGUF. ``text_encoder=True`` adds
+    umt5-xxl (GGUF, ~3.2 GB at q4_0). Existing files of the same names are overwritten.
+    """
+    _check_args(variant, dtype, seed, text_encoder, vae_format, sparse)
+    return _build(Path(directory), variant, dtype, seed, text_encoder, vae_format, sparse, reuse=False)
+
+
+def cache_dir() -> Path:
+    """The per-machine cache root: ``$WANPY_MODEL_CACHE``, else ``~/.cache/wanpy/models``."""
+    root = os.environ.get("WANPY_MODEL_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "wanpy" / "models"
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """An exclusive lock on the set's directory, so concurrent processes write each file once."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): atomic renames still keep every file whole
+        yield
+        return
+    with open(directory / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def cached_model_set(*, variant: str = "wan2.1-t2v-1.3b", dtype: str = "q4_0", seed: int = 0,
+                     text_encoder: bool = False, vae_format: str = "safetensors", sparse: bool = False) -> ModelSet:
+    """``make_model_set`` through the per-machine cache: files already there are reused."""
+    _check_args(variant, dtype, seed, text_encoder, vae_format, sparse)
+    directory = cache_dir() / f"kit-v{KIT_VERSION}" / f"{variant}-{dtype}-seed{seed}{'-sparse' if sparse else ''}"
+    directory.mkdir(parents=True, exist_ok=True)
+    with _locked(directory):
+        return _build(directory, variant, dtype, seed, text_encoder, vae_format, sparse, reuse=True)
+
+
+def write_model_file(path: str | os.PathLike[str], tensors: list[TensorSpec], *, format: str, seed: int = 0,
+                     seed_key: str = "", sparse: bool = False, metadata: dict[str, Any] | None = None) -> Path:
+    """Write any tensor table (e.g. a hand-made or deliberately wrong one) as GGUF or safetensors."""
+    if format not in ("gguf", "safetensors"):
+        raise ValueError(f"format must be 'gguf' or 'safetensors', got {format!r}")
+    path = Path(path)
+    write_file(path, tensors, format, dict(metadata or {}), seed=seed, seed_key=seed_key, sparse=sparse)
+    return path

@@ -1,0 +1,66 @@
+"""The `wanpy` command line, each command through a subprocess."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import wanpy
+
+
+def wanpy_cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "wanpy", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_has_examples():
+    result = wanpy_cli("--help")
+    assert result.returncode == 0
+    assert "examples:" in result.stdout and "wanpy demo -o demo.webm" in result.stdout
+    for command in ("info", "generate", "probe", "demo"):
+        sub = wanpy_cli(command, "--help")
+        assert sub.returncode == 0, command
+        assert "example" in sub.stdout, command
+
+
+def test_probe_reports_what_the_file_holds(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 255, (9, 32, 48, 3), dtype=np.uint8)
+    path = wanpy.write_webm(tmp_path / "clip.webm", frames, fps=16)
+    result = wanpy_cli("probe", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "9 frames" in result.stdout and "48x32" in result.stdout and "16" in result.stdout
+
+
+def test_user_error_is_one_line_without_traceback(tmp_path):
+    result = wanpy_cli("probe", str(tmp_path / "missing.webm"))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("wanpy: error:") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_generate_refuses_a_bad_frame_count_before_loading(tmp_path):
+    from wanpy.testing import cached_model_set
+
+    models = cached_model_set()
+    result = wanpy_cli("generate", "--diffusion-model", str(models.diffusion_model), "--vae", str(models.vae),
+                       "--prompt", "x", "--size", "64x64", "--frames", "160", "-o", str(tmp_path / "x.webm"))
+    assert result.returncode == 2
+    assert "use 157 or 161" in result.stderr
+    assert not (tmp_path / "x.webm").exists()
+
+
+@pytest.mark.slow
+def test_demo_writes_a_webm_that_probes_as_the_frames_it_printed(tmp_path):
+    out = tmp_path / "demo.webm"
+    result = wanpy_cli("demo", "-o", str(out), "--size", "64x64", "--frames", "5", "--steps", "2",
+                       "--no-progress")
+    assert result.returncode == 0, result.stderr
+    printed = re.search(r"Video: (\d+) frames (\d+)x(\d+) at 16 fps", result.stdout)
+    assert printed, result.stdout
+    info = wanpy.probe_video(out)
+    assert info.frame_count == int(printed.group(1)) == 5
+    assert (info.width, info.height) == (64, 64)
+    assert "random" in result.stdout and "wanpy generate" in result.stdout
