@@ -60,7 +60,8 @@ def scene_frame(t: int, height: int, width: int, n: int = 161) -> np.ndarray:
     img = np.stack(np.broadcast_arrays(r, g, b), axis=-1)
     tex = 0.5 + 0.5 * np.sin(2 * np.pi * (xp - 0.3 * width * ph) / 16) * np.sin(2 * np.pi * yp / 12)
     band = ((y > 0.7) & (y < 0.9)).astype(np.float32)[..., None]
-    img = img * (1 - 0.6 * band) + 0.6 * band * tex[..., None] * np.array([0.9, 0.8, 0.5], np.float32)
+    tint = np.array([0.9, 0.8, 0.5], np.float32)
+    img = img * (1 - 0.6 * band) + 0.6 * band * tex[..., None] * tint
 
     def soft(dist: np.ndarray) -> np.ndarray:
         return np.clip(0.5 - dist * width / 1.5, 0, 1)[..., None]
@@ -76,7 +77,7 @@ def scene_frame(t: int, height: int, width: int, n: int = 161) -> np.ndarray:
 def mean_psnr(ref: np.ndarray, test: np.ndarray) -> float:
     assert ref.shape == test.shape, (ref.shape, test.shape)
     values = []
-    for a, b in zip(ref, test):
+    for a, b in zip(ref, test, strict=True):
         mse = np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2, dtype=np.float64)
         values.append(10 * np.log10(255.0**2 / mse) if mse else 100.0)
     return float(np.mean(values))
@@ -225,13 +226,13 @@ def main() -> int:
         if matched["webp_quality"] != 90:
             rows.append(matched)
 
-        ceiling = {"bt709": chroma_ceiling(frames, "bt709"), "bt601": chroma_ceiling(frames, "bt601")}
+        ceiling = {m: chroma_ceiling(frames, m) for m in ("bt709", "bt601")}
 
     for row in rows:
         row["bytes_vs_matched_baseline"] = row["bytes"] / matched["bytes"]
 
-    print(f"\n{n} frames {w}x{h} at {fps} fps ({seconds:.4f} s of video); "
-          f"4:2:0 PSNR ceiling {ceiling['bt709']:.2f} dB (BT.709) / {ceiling['bt601']:.2f} dB (BT.601)")
+    print(f"\n{n} frames {w}x{h} at {fps} fps ({seconds:.4f} s of video); 4:2:0 PSNR ceiling "
+          f"{ceiling['bt709']:.2f} dB (BT.709) / {ceiling['bt601']:.2f} dB (BT.601)")
     header = (f"{'encoder':44s} {'bytes':>10s} {'ratio':>6s} {'PSNR dB':>8s} {'wall s':>7s} "
               f"{'cpu s':>7s} {'x realtime':>10s}")
     print(header)

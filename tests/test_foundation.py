@@ -93,3 +93,21 @@ def test_cli_info_runs(python_subprocess):
     assert result.returncode == 0, result.stderr
     assert "backend compiled in: " + _core.BACKEND in result.stdout
     assert "stable-diffusion-cpp-python-0.4.7" in result.stdout
+
+
+def test_ggml_gguf_5d_rejection_is_demoted_because_sdcpp_recovers(caplog):
+    with caplog.at_level(logging.DEBUG, logger="wanpy"):
+        _logging._sink("sd", "error", "gguf_init_from_file_ptr: tensor 'patch_embedding.weight' has invalid "
+                                      "number of dimensions: 5 > 4")
+        _logging._sink("sd", "error", "some real failure")
+    levels = {r.getMessage()[:20]: r.levelno for r in caplog.records}
+    assert levels["gguf_init_from_file_"] == logging.DEBUG
+    assert levels["some real failure"] == logging.ERROR
+
+
+def test_sdcpp_source_location_is_kept_apart_from_the_message(caplog):
+    with caplog.at_level(logging.INFO, logger="wanpy"):
+        _logging._sink("sd", "info", "stable-diffusion.cpp:3970 - sampling completed, taking 1.00s")
+    (record,) = caplog.records
+    assert record.getMessage() == "sampling completed, taking 1.00s"
+    assert record.sdcpp_location == "stable-diffusion.cpp:3970"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import struct
 import time
 from pathlib import Path
@@ -163,7 +162,8 @@ def _tensor(name: str | bytes, ne: tuple[int, ...], type_id: int = 0, offset: in
 
 
 def _gguf(kvs: list[bytes] = (), tensors: list[bytes] = (), data: bytes = b"", *, version: int = 3,
-          n_tensors: int | None = None, n_kv: int | None = None, magic: bytes = b"GGUF", align: int = 32) -> bytes:
+          n_tensors: int | None = None, n_kv: int | None = None, magic: bytes = b"GGUF",
+          align: int = 32) -> bytes:
     head = magic + struct.pack("<IQQ", version, len(tensors) if n_tensors is None else n_tensors,
                                len(kvs) if n_kv is None else n_kv) + b"".join(kvs) + b"".join(tensors)
     head += bytes(-len(head) % align)
@@ -177,8 +177,8 @@ CORRUPT_GGUF = {
     "absurd metadata count": (_gguf(n_kv=2**40), "metadata entries"),
     "key length past EOF": (b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 2**40) + bytes(64),
                             "file ends"),
-    "string value past EOF": (b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + _s("k") + struct.pack("<IQ", 8, 10**12) + bytes(64),
-                              "file ends"),
+    "string value past EOF": (b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + _s("k") + struct.pack("<IQ", 8, 10**12)
+                              + bytes(64), "file ends"),
     "truncated count": (b"GGUF" + struct.pack("<I", 3) + b"\x01\x00", "file ends"),
     "empty key": (_gguf([_kv_u32("", 1)]), "empty"),
     "duplicate key": (_gguf([_kv_u32("a", 1), _kv_u32("a", 2)]), "appears twice"),

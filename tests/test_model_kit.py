@@ -296,3 +296,23 @@ def test_model_set_names_its_paths_like_the_pipeline(tmp_path):
     assert set(ms.pipeline_kwargs()) == {"diffusion_model", "vae", "clip_vision"}
     assert (ms.variant, ms.dtype, ms.seed, ms.sparse, ms.family) == ("wan2.1-flf2v-14b", "q4_0", 0, True,
                                                                      "wan2.1-flf2v-14b")
+
+
+def test_the_gguf_writer_writes_what_gguf_py_writes(tmp_path):
+    from wanpy.testing._writer import tensor_chunks
+
+    specs = wan_layouts.dit_layout(DitConfig(2, 256, 512, 16, 16), "q4_0") + wan_layouts.vae_layout("2.1")[:10]
+    ours = write_model_file(tmp_path / "ours.gguf", specs, format="gguf", seed=0, seed_key="x",
+                            metadata={"general.architecture": "wan", "general.quantization_version": 2})
+    writer = gguf.GGUFWriter(tmp_path / "theirs.gguf", "wan")
+    writer.add_quantization_version(2)
+    for s in specs:
+        qtype = gguf.GGMLQuantizationType[s.ggml_type]
+        block, size = gguf.GGML_QUANT_SIZES[qtype]
+        data = np.concatenate([np.frombuffer(c, np.uint8) for c in tensor_chunks(s, 0, "x")])
+        writer.add_tensor(s.name, data.reshape(*s.shape[:-1], s.shape[-1] // block * size), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert ours.read_bytes() == (tmp_path / "theirs.gguf").read_bytes()

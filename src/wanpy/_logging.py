@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -24,13 +25,30 @@ LEVELS: dict[str, int] = {
 
 _observers: list[Callable[[str, str, str], None]] = []
 
+# ggml's GGUF reader rejects the 5-D Wan patch embedding that every Wan GGUF has, logs
+# an error, and sd.cpp then reads the file with its own reader: not an error for users.
+_RECOVERED = (
+    re.compile(r"gguf_init_from_file_ptr: tensor '[^']+' has invalid number of dimensions: 5 > 4"),
+    re.compile(r"gguf_init_from_file_ptr: failed to read tensor info"),
+)
+
+
+# sd.cpp prefixes its lines with the source location ("stable-diffusion.cpp:3970 - ").
+_LOCATION = re.compile(r"^([\w.+-]+:\d+)\s+- (.*)$", re.DOTALL)
+
 
 def _sink(source: str, level: str, text: str) -> None:
     if not text:
         return
+    location = None
+    m = _LOCATION.match(text)
+    if m:
+        location, text = m.groups()
     for observer in list(_observers):
         observer(source, level, text)
-    logger.log(LEVELS.get(level, logging.INFO), "%s", text, extra={"wanpy_source": source})
+    if level == "error" and any(p.search(text) for p in _RECOVERED):
+        level = "debug"
+    logger.log(LEVELS.get(level, logging.INFO), "%s", text, extra={"wanpy_source": source, "sdcpp_location": location})
 
 
 @contextmanager

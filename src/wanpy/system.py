@@ -42,8 +42,9 @@ RUNTIME_ENV = {
     "metal": frozenset(),
 }
 
-# wanpy's own variables (documented in the README).
-WANPY_ENV = frozenset({"WANPY_MODEL_CACHE", "WANPY_SDCPP_DIR"})
+# wanpy's own variables (documented in the README), and those of its build/test scripts.
+WANPY_ENV = frozenset({"WANPY_MODEL_CACHE", "WANPY_SDCPP_DIR", "WANPY_TEST_VULKAN", "WANPY_VULKAN_CMAKE_ARGS",
+                       "WANPY_VULKAN_DIR", "WANPY_DEBIAN_MIRROR"})
 
 GPU_BACKENDS = frozenset({"vulkan", "cuda", "hip", "metal"})
 

@@ -12,27 +12,28 @@ A failed or interrupted encode leaves neither the temporary file nor a partial t
 behind (an existing file at the target path is left untouched).
 
 Quality
-    ``quality`` is an integer from 0 (smallest file) to 100 (best), mapped linearly onto
-    each encoder's constant-rate-factor scale, rounding half up:
+    ``quality`` is an integer from 0 (smallest file) to 100 (best), the same scale for
+    every codec, mapped linearly onto each encoder's constant rate factor (rounded half up):
 
-    ========  ==========================  ===================================
-    codec     crf                         default (quality=60)
-    ========  ==========================  ===================================
-    vp9       63 * (100 - quality) / 100  crf 25, ``-b:v 0`` (constant quality)
-    vp8       4 + 59 * (100 - quality)/100  crf 28, constrained quality under
-                                           a 100 Mbit/s cap (never reached)
-    h264      51 * (100 - quality) / 100  crf 20 (libx264; constant QP with
-                                           libopenh264)
-    ========  ==========================  ===================================
+    =====  ============================  ============  =================================
+    codec  crf                           quality=60    rate control
+    =====  ============================  ============  =================================
+    vp9    63 * (100 - quality) / 100    crf 25        constant quality (``-b:v 0``)
+    vp8    4 + 59 * (100 - quality)/100  crf 28        constrained quality, 100 Mbit/s cap
+    h264   51 * (100 - quality) / 100    crf 20        libx264 crf (libopenh264: fixed QP)
+    =====  ============================  ============  =================================
 
-    It is not the WebP quality scale of stable-diffusion.cpp's ``--quality``. quality=100
-    is crf 0, which is near-lossless but not lossless: colour is stored as 4:2:0 YUV.
+    The default, :data:`DEFAULT_QUALITY` = 60, measured 38.3 dB RGB PSNR for VP9 on an
+    832x480 synthetic moving scene whose 4:2:0 ceiling is 39.7 dB. This is not the WebP
+    quality scale of stable-diffusion.cpp's ``--quality``. quality=100 is crf 0:
+    near-lossless, not lossless (colour is stored as 4:2:0 YUV).
 
 Sizes and colour
     WebM and MP4 are written as yuv420p, limited range, BT.709 matrix (VP8: BT.601, the
-    only matrix VP8 defines), tagged in the file; yuv420p needs an even width and height. Odd sizes raise ``ValueError`` unless ``pad=True``, which
-    replicates the last column and/or row (63x47 is stored as 64x48). Frames are never
-    cropped or resized. GIF has no such constraint.
+    only one VP8 defines), tagged in the file. yuv420p needs an even width and height:
+    odd sizes raise ``ValueError`` unless ``pad=True``, which replicates the last column
+    and/or row (63x47 is stored as 64x48). Frames are never cropped or resized. GIF has
+    no such constraint.
 
 GIF timing
     GIF stores each frame's delay in centiseconds. ffmpeg rounds every frame's
@@ -45,12 +46,14 @@ Probing
     and reports ffmpeg's own count of decoded frames, like ``ffprobe -count_frames``.
     (``imageio_ffmpeg.count_frames_and_secs`` counts the frames ffmpeg *outputs* after
     its frame-rate conversion instead.) The frame rate is the exact rational ffmpeg
-    derives from the stream (``r_frame_rate``), not the rounded "29.97 fps" it prints.
+    assigns the decoded stream (its guess from ``r_frame_rate``, e.g. 30000/1001), not
+    the rounded "29.97 fps" it prints.
     A file that is not a readable video raises ``ValueError`` with ffmpeg's message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import functools
@@ -68,7 +71,7 @@ from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import imageio_ffmpeg
 import numpy as np
@@ -104,19 +107,21 @@ _MUXERS = {".webm": "webm", ".mp4": "mp4", ".gif": "gif"}
 # Each encoder's crf range as (best, worst); quality 100 -> best, 0 -> worst.
 _CRF_RANGE = {"vp9": (0, 63), "vp8": (4, 63), "h264": (0, 51)}
 
-# Measured on 2 cores at 832x480 (bench/bench_webm.py scene): with "-deadline good",
-# cpu-used 5 was the fastest and no larger than 4 (6 behaves as 5); 1-2 saved <5% bytes
-# at 2-3x the time. Explicit -threads halved the wall time with -row-mt 1.
+# Measured on 2 cores, 832x480x161 (bench/bench_webm.py scene), "-deadline good":
+# VP9 cpu-used 5 was both the fastest and the smallest (4: +17% bytes, 1: +1% bytes at
+# 2.5x the time; 6 behaves as 5). VP8 cpu-used 1 gave 28% fewer bytes and +0.7 dB over
+# 4 at ~1.7x its time, still ~6x real time. Explicit -threads: about 1.5x faster.
 _VP9_SPEED = 5
-_VP8_SPEED = 4
+_VP8_SPEED = 1
 _GIF_MAX_FPS = 50
 _STDERR_KEEP = 64 * 1024
 
-FpsLike = Union[int, float, Fraction, numbers.Rational]
+FpsLike = int | float | Fraction | numbers.Rational
 Convert = Literal["clip"]
 
+_POPEN_GROUP: dict[str, Any]
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-    _POPEN_GROUP: dict[str, Any] = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    _POPEN_GROUP = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
 else:
     # Own session: Ctrl-C reaches Python only, which then stops ffmpeg and cleans up,
     # instead of ffmpeg finalizing a half-written file on its own.
@@ -128,12 +133,12 @@ else:
 
 def _ffmpeg_exe() -> str:
     try:
-        return imageio_ffmpeg.get_ffmpeg_exe()
+        return str(imageio_ffmpeg.get_ffmpeg_exe())
     except RuntimeError as exc:  # no bundled binary and none configured
         raise EncodeError(f"no ffmpeg executable available: {exc}") from exc
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _encoders(exe: str) -> frozenset[str]:
     """Names of the video encoders ``exe`` was built with."""
     out = subprocess.run([exe, "-hide_banner", "-nostdin", "-encoders"], capture_output=True,
@@ -218,7 +223,7 @@ def _check_codec(ext: str, codec: object) -> str:
 
 def _check_convert(convert: object) -> Convert | None:
     if convert is None or convert == "clip":
-        return convert  # type: ignore[return-value]
+        return convert
     raise ValueError(f"convert must be None or 'clip', got {convert!r}")
 
 
@@ -273,7 +278,8 @@ def _plan(path: Path, *, fps: object, codec: object, quality: object, pad: objec
             raise ValueError(f"quality does not apply to .gif (got {quality!r}); pass quality=None")
         if rate > _GIF_MAX_FPS:
             raise ValueError(f"GIF cannot play {fps!r} fps: delays are whole centiseconds and "
-                             f"browsers slow delays below 2 cs down; use at most {_GIF_MAX_FPS} fps")
+                             "browsers slow delays below 2 cs down; "
+                             f"use at most {_GIF_MAX_FPS} fps")
         q = None
     else:
         q = DEFAULT_QUALITY if quality is None else _check_quality(quality)
@@ -427,10 +433,8 @@ class VideoWriter:
             self.abort()
             raise ValueError(f"no frames were written; {self._path} was not created")
         assert self._proc is not None and self._proc.stdin is not None
-        try:
+        with contextlib.suppress(OSError):  # ffmpeg already exited; its status says why
             self._proc.stdin.close()
-        except OSError:
-            pass  # ffmpeg already exited; its status says why
         try:
             returncode = self._proc.wait()
         except BaseException:
@@ -467,16 +471,12 @@ class VideoWriter:
             if proc.poll() is None:
                 proc.kill()
             if proc.stdin is not None:
-                try:
+                with contextlib.suppress(OSError):  # a broken pipe to a killed process
                     proc.stdin.close()
-                except OSError:
-                    pass  # a broken pipe to a killed process
             proc.wait()
         self._join_stderr()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp)
-        except FileNotFoundError:
-            pass
         logger.debug("aborted writing %s after %d frames", self._path, self._count)
 
     def __enter__(self) -> VideoWriter:
@@ -570,7 +570,7 @@ class VideoWriter:
             self._start(*frame.shape[:2])
         assert self._proc is not None and self._proc.stdin is not None
         try:
-            self._proc.stdin.write(memoryview(frame).cast("B"))
+            self._proc.stdin.write(frame.reshape(-1).data)  # a view: no copy
         except OSError as exc:  # BrokenPipeError: ffmpeg exited; its stderr says why
             try:
                 self._proc.wait(timeout=10)
@@ -661,10 +661,10 @@ def _write_all(writer: VideoWriter, frames: np.ndarray | Iterable[np.ndarray]) -
 def _check_frames_arg(frames: object) -> None:
     if isinstance(frames, np.ndarray):
         if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"frames must have shape (T, H, W, 3), got {frames.shape}"
-                             + ("; wrap a single frame as frames[None]" if frames.ndim == 3 else ""))
+            hint = "; wrap a single frame as frames[None]" if frames.ndim == 3 else ""
+            raise ValueError(f"frames must have shape (T, H, W, 3), got {frames.shape}{hint}")
         if frames.shape[0] == 0:
-            raise ValueError("frames is empty (shape %s)" % (frames.shape,))
+            raise ValueError(f"frames is empty (shape {frames.shape})")
     elif isinstance(frames, (str, bytes)) or not isinstance(frames, Iterable):
         raise TypeError(f"frames must be a (T, H, W, 3) array or an iterable of (H, W, 3) "
                         f"frames, got {type(frames).__name__}")

@@ -11,6 +11,9 @@ used), for tests that only read headers, such as the pre-flight checks of 14B mo
 
 ``cached_model_set`` keeps sets in a per-machine cache (``$WANPY_MODEL_CACHE``, default
 ``~/.cache/wanpy/models``), keyed by variant, dtype, seed and ``KIT_VERSION``.
+
+Writing the Wan2.1-T2V-1.3B q4_0 set (0.81 GB DiT + 0.25 GB VAE) takes a few seconds on
+two cores; a sparse set of any variant takes milliseconds.
 """
 
 from __future__ import annotations
@@ -189,7 +192,7 @@ def _build(directory: Path, variant: str, dtype: str, seed: int, text_encoder: b
     return ModelSet(diffusion_model=paths["diffusion_model"], vae=paths["vae"],
                     high_noise_diffusion_model=paths.get("high_noise_diffusion_model"),
                     text_encoder=paths.get("text_encoder"), clip_vision=paths.get("clip_vision"),
-                    variant=variant, dtype=dtype, seed=int(seed), sparse=sparse)
+                    variant=variant, dtype=dtype, seed=seed, sparse=sparse)
 
 
 def make_model_set(directory: str | os.PathLike[str], *, variant: str = "wan2.1-t2v-1.3b", dtype: str = "q4_0",
@@ -204,7 +207,7 @@ def make_model_set(directory: str | os.PathLike[str], *, variant: str = "wan2.1-
     umt5-xxl (GGUF, ~3.2 GB at q4_0). Existing files of the same names are overwritten.
     """
     _check_args(variant, dtype, seed, text_encoder, vae_format, sparse)
-    return _build(Path(directory), variant, dtype, seed, text_encoder, vae_format, sparse, reuse=False)
+    return _build(Path(directory), variant, dtype, int(seed), text_encoder, vae_format, sparse, reuse=False)
 
 
 def cache_dir() -> Path:
@@ -233,6 +236,7 @@ def cached_model_set(*, variant: str = "wan2.1-t2v-1.3b", dtype: str = "q4_0", s
                      text_encoder: bool = False, vae_format: str = "safetensors", sparse: bool = False) -> ModelSet:
     """``make_model_set`` through the per-machine cache: files already there are reused."""
     _check_args(variant, dtype, seed, text_encoder, vae_format, sparse)
+    seed = int(seed)
     directory = cache_dir() / f"kit-v{KIT_VERSION}" / f"{variant}-{dtype}-seed{seed}{'-sparse' if sparse else ''}"
     directory.mkdir(parents=True, exist_ok=True)
     with _locked(directory):

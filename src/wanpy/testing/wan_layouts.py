@@ -8,7 +8,9 @@ tensor gets and how to fill it with random values that keep activations finite:
 - DiT (``blocks.N.self_attn.q.weight``, ``patch_embedding.weight`` [dim, in, 1, 2, 2], ...),
   as city96-style GGUF releases have it: no name prefix, Linear weights at the chosen
   type (``time_embedding`` kept F16 as those releases do), the 5-D patch embedding F16,
-  biases, norms and modulations F32.
+  biases, norms and modulations F32. Like every real Wan GGUF, the 5-D tensor makes
+  ggml's GGUF reader log two errors ("invalid number of dimensions: 5 > 4", "failed to
+  read tensor info"); sd.cpp then reads the file with its own reader and loads it.
 - Wan2.1 / Wan2.2 VAE (``encoder.conv1.weight``, ``decoder.upsamples.3.time_conv.weight``,
   ``decoder.middle.1.to_qkv.weight``, RMS-norm ``gamma`` [C, 1, 1, 1] ...): conv weights F16.
 - umt5-xxl with llama.cpp's T5 names (``enc.blk.N.attn_q.weight``, ``token_embd.weight``),
