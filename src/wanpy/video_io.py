@@ -109,8 +109,9 @@ _CRF_RANGE = {"vp9": (0, 63), "vp8": (4, 63), "h264": (0, 51)}
 
 # Measured on 2 cores, 832x480x161 (bench/bench_webm.py scene), "-deadline good":
 # VP9 cpu-used 5 was both the fastest and the smallest (4: +17% bytes, 1: +1% bytes at
-# 2.5x the time; 6 behaves as 5). VP8 cpu-used 1 gave 28% fewer bytes and +0.7 dB over
-# 4 at ~1.7x its time, still ~6x real time. Explicit -threads: about 1.5x faster.
+# 2.5x the time; 6 behaves as 5); -row-mt 1 with -threads 2 took 2.0 s instead of 2.8 s
+# on idle cores. VP8 cpu-used 1 (one thread, 2.0 s) gave 28% fewer bytes and +0.7 dB
+# over cpu-used 4 (0.75 s); cpu-used 0 saved 14% more at 2.9 s.
 _VP9_SPEED = 5
 _VP8_SPEED = 1
 _GIF_MAX_FPS = 50
@@ -152,7 +153,7 @@ def _encoders(exe: str) -> frozenset[str]:
 
 
 def _threads() -> int:
-    # ffmpeg runs libvpx single-threaded unless told otherwise.
+    # ffmpeg runs libvpx-vp9 single-threaded unless told otherwise.
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
@@ -309,9 +310,10 @@ def _codec_args(plan: _Plan, exe: str) -> list[str]:
         if "libvpx" not in encoders:
             raise EncodeError(f"this ffmpeg ({exe}) has no libvpx (VP8) encoder")
         # VP8 has no pure constant-quality mode; -b:v 0 would mean "256 kbit/s".
+        # One thread: libvpx's VP8 threads spin-wait on each other, which took 9x longer
+        # (18.7 s instead of 2.1 s) when the two cores were shared with other work.
         return [*to_yuv, "-c:v", "libvpx", "-crf", str(_crf("vp8", q)), "-b:v", "100M",
-                "-threads", str(_threads()), "-deadline", "good", "-cpu-used", str(_VP8_SPEED),
-                *tags]
+                "-threads", "1", "-deadline", "good", "-cpu-used", str(_VP8_SPEED), *tags]
     if plan.codec == "h264":
         common = [*tags, "-movflags", "+faststart"]
         if "libx264" in encoders:
