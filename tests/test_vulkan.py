@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
 from wanpy import _core
@@ -90,3 +91,35 @@ def test_no_device_selected_means_a_loud_warning(python_subprocess):
     result = python_subprocess(code, env=env)
     assert result.returncode == 0, result.stderr
     assert "built for vulkan but found no usable vulkan device" in result.stdout
+
+
+GENERATE = """
+import json, numpy as np, wanpy
+from wanpy.testing import cached_model_set
+m = cached_model_set(variant="wan2.1-t2v-1.3b", dtype="q4_0", seed=0)
+with wanpy.WanPipeline(m.diffusion_model, m.vae, n_threads=2) as p:
+    v = p.generate_video("a fox", width=32, height=32, num_frames=1, steps=1, seed=7, progress=False)
+np.save({out!r}, v.frames)
+print(json.dumps({{"device": v.params["device"]}}))
+"""
+
+
+@pytest.mark.slow
+def test_generation_on_lavapipe_matches_the_cpu(python_subprocess, tmp_path):
+    # One tiny generation: lavapipe compiles its shaders on first use (minutes on 2 cores).
+    results = {}
+    for label, visible in (("vulkan", "0"), ("cpu", "")):
+        out = tmp_path / f"{label}.npy"
+        run = python_subprocess(GENERATE.format(out=str(out)), env={"GGML_VK_VISIBLE_DEVICES": visible},
+                                timeout=1500)
+        assert run.returncode == 0, run.stderr[-3000:]
+        info = json.loads(run.stdout.strip().splitlines()[-1])
+        results[label] = (info["device"], np.load(out))
+    assert results["vulkan"][0] == "Vulkan0"
+    assert results["cpu"][0] == "CPU"
+    vk, cpu = results["vulkan"][1].astype(int), results["cpu"][1].astype(int)
+    assert vk.shape == cpu.shape == (1, 32, 32, 3)
+    diff = np.abs(vk - cpu)
+    # lavapipe's float order differs from ggml-cpu's: close, not identical
+    assert diff.mean() < 3.0, diff.mean()
+    assert cpu.std() > 1.0

@@ -90,6 +90,11 @@ def _resolve_device(device: Device | int | None) -> Device:
     index = check_int("device", device, minimum=0)
     for d in devs:
         if d.index == index:
+            if d.type == "cpu" and any(g.backend.lower() != "cpu" for g in devs):
+                # sd.cpp 0.4.7 always takes a GPU when ggml has one; saying otherwise would be a lie
+                raise ValueError(f"device {index} is the CPU, but this {_core.BACKEND} build runs sd.cpp on its "
+                                 "GPU whenever one is visible; to run on the CPU, hide the GPUs before importing "
+                                 "wanpy (e.g. GGML_VK_VISIBLE_DEVICES='') or use a CPU build")
             return d
     raise ValueError(f"device {index} does not exist; devices: {', '.join(f'{d.index} {d.name}' for d in devs)}")
 
