@@ -109,7 +109,7 @@ class WanPipeline:
         text_encoder: umt5-xxl; None runs the DiT with an empty (zero) text context.
         high_noise_diffusion_model: Wan2.2 A14B's high-noise expert.
         clip_vision: CLIP ViT-H, for Wan2.1 I2V / FLF2V.
-        flash_attention: use ggml's flash attention (less memory, see ``preflight``).
+        flash_attention: use ggml's flash attention (less memory for attention).
         vae_tiling: decode the VAE in spatial tiles (bounded memory).
         offload_to_cpu: keep weights in RAM and move them to the device when used.
         keep_vae_on_cpu: run the VAE on the CPU.
@@ -149,8 +149,10 @@ class WanPipeline:
         self.device = _resolve_device(device)
         for message in backend_warnings(_core.BACKEND, devices()):
             warnings.warn(message, BackendFallbackWarning, stacklevel=2)
-        if preflight:
-            self._preflight_weights()
+        # The memory pre-flight (predicted allocations vs the device's limits) is not in
+        # this version: `preflight` is accepted for the API contract and recorded; only
+        # the header checks above (component kinds, block counts, VAE encoder) run.
+        self.preflight = bool(preflight)
 
         start = time.perf_counter()
         with _NATIVE_LOCK, self._device_selected():
@@ -180,13 +182,6 @@ class WanPipeline:
                 got = _identify(files[slot], slot)
                 if got.kind != want_kind or got.problems:
                     raise ModelFileError(f"{slot}: {files[slot]!r} reads as: {got}", path=files[slot])
-
-    def _preflight_weights(self) -> None:
-        try:
-            from wanpy.preflight import check_weights
-        except ImportError:  # pre-flight not available in this build of the package
-            return
-        check_weights(self)
 
     @contextmanager
     def _device_selected(self) -> Iterator[None]:
@@ -268,6 +263,8 @@ class WanPipeline:
         ``high_noise_steps=None`` splits ``steps`` between the experts at
         ``moe_boundary`` (sd.cpp's rule); an integer adds that many high-noise steps.
         ``continue_from=video`` starts from that video's last frame (I2V/TI2V/FLF2V).
+        ``preflight``: the memory pre-flight is not available in this version (the
+        model files' headers are always checked when the pipeline is created).
         ``callback(progress)`` is called per step; returning False, raising or Ctrl-C
         stop the generation with ``wanpy.Cancelled`` (the pipeline stays usable).
         """
@@ -376,8 +373,7 @@ class WanPipeline:
             params.update(moe_boundary=boundary, high_noise_steps="auto" if hn_steps < 0 else hn_steps,
                           high_noise_cfg_scale=hn_cfg, high_noise_sample_method=hn_method,
                           high_noise_scheduler=hn_sched)
-        if preflight:
-            self._preflight_generation(params)
+        params["memory_preflight"] = "not available in this version"
 
         monitor = GenerationMonitor(first_phase="high_noise_sampling" if fam.needs_high_noise else "sampling",
                                     callback=callback, bars=bool(progress))
@@ -432,13 +428,6 @@ class WanPipeline:
         if lora.high_noise and not self.family.needs_high_noise:
             raise ValueError(f"loras[{i}] targets the high-noise expert, which {self.family.name} does not have")
         return Lora(path, mult, lora.high_noise)
-
-    def _preflight_generation(self, params: dict[str, Any]) -> None:
-        try:
-            from wanpy.preflight import check_generation
-        except ImportError:
-            return
-        check_generation(self, params)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"loaded on {self.device.name}"
