@@ -1,6 +1,6 @@
 """The Vulkan build on Mesa lavapipe: real driver limits, ggml's ceilings, environment report.
 
-Run by scripts/run_tests.sh after `source .vulkan/env.sh`, with GGML_VK_VISIBLE_DEVICES=0
+Run by .ci/run after `source .vulkan/env.sh`, with GGML_VK_VISIBLE_DEVICES=0
 (ggml skips CPU-type Vulkan devices unless selected).
 """
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from wanpy import _core, _logging
 from wanpy.errors import (
     AllocationTooLargeError,
-    BackendUnavailableError,
-    BusyError,
     Cancelled,
     EncodeError,
     GenerationError,
@@ -49,8 +47,6 @@ __all__ = [
     "devices",
     "system_info",
     "AllocationTooLargeError",
-    "BackendUnavailableError",
-    "BusyError",
     "Cancelled",
     "EncodeError",
     "GenerationError",

@@ -8,23 +8,17 @@ from __future__ import annotations
 
 __all__ = [
     "WanpyError",
-    "BackendUnavailableError",
     "ModelFileError",
     "LoadError",
     "GenerationError",
     "Cancelled",
     "AllocationTooLargeError",
     "EncodeError",
-    "BusyError",
 ]
 
 
 class WanpyError(Exception):
     """Root of every error wanpy raises about the engine, the models or the outputs."""
-
-
-class BackendUnavailableError(WanpyError):
-    """The backend compiled in has no usable device (e.g. a Vulkan build with no GPU)."""
 
 
 class ModelFileError(WanpyError, ValueError):
@@ -45,10 +39,6 @@ class GenerationError(WanpyError):
 
 class Cancelled(WanpyError):
     """A generation was stopped by its callback, a progress bar interrupt or Ctrl-C."""
-
-
-class BusyError(WanpyError):
-    """Another generation is running in this process (sd.cpp's state is process-global)."""
 
 
 class AllocationTooLargeError(WanpyError, MemoryError):

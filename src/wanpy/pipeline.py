@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from wanpy import _core, _logging
-from wanpy.errors import BackendUnavailableError, Cancelled, GenerationError, LoadError, ModelFileError
+from wanpy.errors import Cancelled, GenerationError, LoadError, ModelFileError
 from wanpy.families import DEFAULT_SAMPLE_METHOD, DEFAULT_SCHEDULER, FAMILIES, Family
 from wanpy.progress import GenerationMonitor, Progress
 from wanpy.system import Device, backend_warnings, devices
@@ -274,7 +273,7 @@ class WanPipeline:
         fam = self.family
         prompt = check_text("prompt", prompt)
         negative_prompt = check_text("negative_prompt", negative_prompt)
-        fps_value = check_fps(fam.fps if fps is None else fps)
+        fps_value = check_fps(fam.fps if fps is None else fps, maximum=240)
         if num_frames is not None and duration is not None:
             raise TypeError("pass num_frames or duration, not both")
         if duration is not None:

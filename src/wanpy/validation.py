@@ -42,17 +42,24 @@ def check_float(name: str, value: Any, *, minimum: float | None = None, maximum:
     return value
 
 
-def check_fps(fps: Any) -> Fraction:
-    if isinstance(fps, bool) or not isinstance(fps, (numbers.Rational, numbers.Real)):
-        raise TypeError(f"fps must be a number, got {type(fps).__name__} {fps!r}")
+def check_fps(fps: Any, *, maximum: int | None = None) -> Fraction:
+    """``fps`` as an exact Fraction: rationals as given, floats as their shortest decimal
+    (12.5 -> 25/2, 29.97 -> 2997/100), within ffmpeg's 32-bit rationals."""
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real):
+        raise TypeError(f"fps must be an int, float or fractions.Fraction, got {fps!r}")
     if isinstance(fps, numbers.Rational):
-        value = Fraction(fps)
+        value = Fraction(int(fps.numerator), int(fps.denominator))
     else:
         if not math.isfinite(float(fps)):
-            raise ValueError(f"fps must be finite, got {fps}")
-        value = Fraction(float(fps)).limit_denominator(1001)
-    if value <= 0 or value > 240:
-        raise ValueError(f"fps must be in (0, 240], got {fps}")
+            raise ValueError(f"fps must be a finite number, got {fps!r}")
+        value = Fraction(repr(float(fps)))
+    if maximum is not None and not 0 < value <= maximum:
+        raise ValueError(f"fps must be in (0, {maximum}], got {fps}")
+    if value <= 0:
+        raise ValueError(f"fps must be positive, got {fps!r}")
+    if value.numerator > 2**31 - 1 or value.denominator > 2**31 - 1:
+        raise ValueError(f"fps {fps!r} = {value} does not fit ffmpeg's 32-bit rational; "
+                         "pass a fractions.Fraction with a smaller denominator")
     return value
 
 

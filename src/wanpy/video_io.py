@@ -58,7 +58,6 @@ import dataclasses
 import errno
 import functools
 import logging
-import math
 import numbers
 import os
 import re
@@ -77,6 +76,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from wanpy.errors import EncodeError
+from wanpy.validation import check_fps
 
 __all__ = [
     "DEFAULT_QUALITY",
@@ -166,26 +166,6 @@ def _ffmpeg_path_arg(path: Path) -> str:
     return "file:" + os.fspath(path)
 
 
-def _check_fps(fps: object) -> Fraction:
-    """Return ``fps`` as an exact positive Fraction (floats as their shortest decimal)."""
-    if isinstance(fps, bool) or not isinstance(fps, numbers.Real):
-        raise TypeError(f"fps must be an int, float or fractions.Fraction, got {fps!r}")
-    if isinstance(fps, numbers.Rational):
-        value = Fraction(int(fps.numerator), int(fps.denominator))
-    else:
-        f = float(fps)
-        if not math.isfinite(f):
-            raise ValueError(f"fps must be a finite number, got {fps!r}")
-        # repr() gives the shortest decimal that round-trips: 12.5 -> 25/2, 29.97 -> 2997/100.
-        value = Fraction(repr(f))
-    if value <= 0:
-        raise ValueError(f"fps must be positive, got {fps!r}")
-    if value.numerator > 2**31 - 1 or value.denominator > 2**31 - 1:
-        raise ValueError(f"fps {fps!r} = {value} does not fit ffmpeg's 32-bit rational; "
-                         "pass a fractions.Fraction with a smaller denominator")
-    return value
-
-
 def _check_quality(quality: object) -> int:
     if isinstance(quality, bool) or not isinstance(quality, numbers.Integral):
         raise TypeError(f"quality must be an int from 0 to 100, got {quality!r}")
@@ -273,7 +253,7 @@ def _plan(path: Path, *, fps: object, codec: object, quality: object, pad: objec
         raise ValueError(f"a WebM file must end in .webm, got {str(path)!r}; "
                          "use save_video() for .mp4 or .gif")
     name = _check_codec(ext, codec)
-    rate = _check_fps(fps)
+    rate = check_fps(fps)
     if ext == ".gif":
         if quality is not None:
             raise ValueError(f"quality does not apply to .gif (got {quality!r}); pass quality=None")
