@@ -46,6 +46,8 @@ void sd_log_trampoline(sd_log_level_t level, const char* text, void*) {
     emit("sd", name, strip_newlines(text));
 }
 
+// ggml's own log before the first model load (device enumeration). Loading makes
+// sd.cpp install its ggml callback, which forwards into sd.cpp's log and so to us too.
 // ggml prints in pieces (GGML_LOG_LEVEL_CONT): join them into whole lines.
 std::mutex g_ggml_mutex;
 std::string g_ggml_line;

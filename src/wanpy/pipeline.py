@@ -7,6 +7,7 @@ and buffers are process-global), others wait for it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -29,7 +30,7 @@ from wanpy.validation import (
     Align, check_file, check_float, check_fps, check_int, check_num_frames, check_seed, check_size, check_text,
     frames_for_duration, load_image,
 )
-from wanpy.video import Timings, Video
+from wanpy.video import Video
 
 logger = logging.getLogger("wanpy")
 
@@ -79,8 +80,7 @@ def _family_of(path: str, *, two_experts: bool, slot: str = "diffusion_model") -
                          f"({', '.join(FAMILIES)})", path=path)
 
 
-def _resolve_device(device: Device | int | None) -> Device:
-    devs = devices()
+def _resolve_device(device: Device | int | None, devs: list[Device]) -> Device:
     if device is None:
         gpus = [d for d in devs if d.type in ("gpu", "igpu", "accel")]
         return gpus[0] if gpus else next(d for d in devs if d.type == "cpu")
@@ -145,8 +145,9 @@ class WanPipeline:
         self.keep_vae_on_cpu = keep_vae_on_cpu
         self.n_threads = _core.num_physical_cores() if n_threads is None else check_int(
             "n_threads", n_threads, minimum=1, maximum=1024)
-        self.device = _resolve_device(device)
-        for message in backend_warnings(_core.BACKEND, devices()):
+        devs = devices()  # on Vulkan each enumeration creates an instance: once per pipeline
+        self.device = _resolve_device(device, devs)
+        for message in backend_warnings(_core.BACKEND, devs):
             warnings.warn(message, BackendFallbackWarning, stacklevel=2)
         # The memory pre-flight (predicted allocations vs the device's limits) is not in
         # this version: `preflight` is accepted for the API contract and recorded; only
@@ -454,8 +455,7 @@ def generate_video(prompt: str, *, diffusion_model: str | os.PathLike[str], vae:
                      keep_vae_on_cpu=keep_vae_on_cpu, n_threads=n_threads, device=device,
                      preflight=generation.get("preflight", True)) as pipe:
         video = pipe.generate_video(prompt, **generation)
-        video = Video(frames=video.frames, fps=video.fps, seed=video.seed, params=video.params,
-                      timings=Timings(**{**vars(video.timings), "load": pipe.load_seconds}))
+        video = dataclasses.replace(video, timings=dataclasses.replace(video.timings, load=pipe.load_seconds))
     if output is not None:
         video.save(Path(output))
     return video

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from wanpy.video import Timings
 
 PHASES = ("loading", "high_noise_sampling", "sampling", "vae_decode")
@@ -82,8 +84,6 @@ class GenerationMonitor:
         self._phase_start = time.perf_counter()
 
     def _update_bar(self, step: int, steps: int) -> None:
-        from tqdm.auto import tqdm
-
         if self._bar is None or self._bar.total != steps:
             self._close_bar()
             self._bar = tqdm(total=steps, desc=self.phase.replace("_", " "), unit="step", leave=True)

@@ -122,10 +122,6 @@ class SystemInfo:
     cpu_features: str = ""
     warnings: tuple[str, ...] = ()
 
-    @property
-    def gpu_available(self) -> bool:
-        return any(d.type in ("gpu", "igpu", "accel") for d in self.devices)
-
     def __str__(self) -> str:
         lines = [
             f"wanpy {self.wanpy_version}",
