@@ -3,6 +3,8 @@
 
 #include <pybind11/stl.h>
 
+#include <string>
+
 #include "ggml-backend.h"
 
 namespace {
@@ -37,6 +39,15 @@ py::list backend_devices() {
         d["memory_free"]  = props.memory_free;
         d["backend"]      = ggml_backend_reg_name(ggml_backend_dev_backend_reg(dev));
         d["device_id"]    = props.device_id ? py::object(py::str(props.device_id)) : py::object(py::none());
+        // The buffer type's alignment and largest buffer, which ggml's allocators use.
+        // Vulkan's come from the driver limits (asking ggml would initialise the device).
+        d["buffer_alignment"] = py::none();
+        d["buffer_max_size"]  = py::none();
+        if (std::string(ggml_backend_reg_name(ggml_backend_dev_backend_reg(dev))) != "Vulkan") {
+            ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(dev);
+            d["buffer_alignment"] = ggml_backend_buft_get_alignment(buft);
+            d["buffer_max_size"]  = ggml_backend_buft_get_max_size(buft);
+        }
         out.append(d);
     }
     return out;

@@ -74,6 +74,8 @@ py::dict describe(VkPhysicalDevice dev, uint32_t physical_index) {
     d["max_memory_allocation_size"] = static_cast<uint64_t>(props3.maxMemoryAllocationSize);
     d["max_buffer_size"] = m4 ? py::object(py::int_(static_cast<uint64_t>(props4.maxBufferSize))) : py::object(py::none());
     d["max_storage_buffer_range"]   = static_cast<uint64_t>(props.properties.limits.maxStorageBufferRange);
+    d["min_storage_buffer_offset_alignment"] =
+        static_cast<uint64_t>(props.properties.limits.minStorageBufferOffsetAlignment);
     d["device_local_heap_size"]     = device_local;
     return d;
 }

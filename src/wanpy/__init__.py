@@ -14,6 +14,7 @@ from wanpy.errors import (
 )
 
 from wanpy.families import FAMILIES
+from wanpy.preflight import Allocation, PhaseTotal, Preflight, preflight
 from wanpy.pipeline import BackendFallbackWarning, Lora, WanPipeline, generate_video
 from wanpy.progress import Progress
 from wanpy.system import Device, EnvVar, SystemInfo, devices, system_info
@@ -26,10 +27,13 @@ _logging.install(_core)
 
 __all__ = [
     "__version__",
+    "Allocation",
     "BackendFallbackWarning",
     "Device",
     "FAMILIES",
     "Lora",
+    "PhaseTotal",
+    "Preflight",
     "Progress",
     "Timings",
     "Video",
@@ -39,6 +43,7 @@ __all__ = [
     "WanPipeline",
     "concatenate",
     "generate_video",
+    "preflight",
     "probe_video",
     "save_video",
     "write_webm",

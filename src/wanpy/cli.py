@@ -1,4 +1,4 @@
-"""The ``wanpy`` command line: info, generate, probe, demo.
+"""The ``wanpy`` command line: info, preflight, generate, probe, demo.
 
 User errors print one clear line (no traceback) and exit non-zero; ``--verbose``
 shows sd.cpp's log.
@@ -17,22 +17,14 @@ from pathlib import Path
 EXIT_USAGE = 2
 EXIT_DOES_NOT_FIT = 3  # an AllocationTooLargeError
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
 def parse_bytes(text: str) -> int:
     """'4GiB', '4096MiB', '0xfffffffc', '4294967292' -> bytes."""
-    s = text.strip()
-    if re.fullmatch(r"0[xX][0-9a-fA-F]+", s):
-        return int(s, 16)
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kKmMgGtT]?i?[bB]?)", s)
-    if not m or m.group(2).lower() not in _UNITS:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 4GiB, 4096MiB, 0xfffffffc, 4294967292)")
-    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
-    if value != int(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"not a whole positive number of bytes: {text!r}")
-    return int(value)
+    from wanpy.preflight import parse_size as parse_byte_size
+
+    try:
+        return parse_byte_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -58,6 +50,22 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_probe(args: argparse.Namespace) -> int:
     _print_probe(Path(args.file))
     return 0
+
+
+def _cmd_preflight(args: argparse.Namespace) -> int:
+    import wanpy
+
+    width, height = args.size
+    report = wanpy.preflight(args.model, width=width, height=height, num_frames=args.frames,
+                             flash_attention=args.flash_attention, vae_tiling=args.vae_tiling,
+                             text_encoder=args.text_encoder, vae=args.vae,
+                             high_noise_diffusion_model=args.high_noise_diffusion_model,
+                             clip_vision=args.clip_vision, offload_to_cpu=args.offload_to_cpu,
+                             keep_vae_on_cpu=args.keep_vae_on_cpu, device=args.device,
+                             max_allocation=args.max_allocation, total_memory=args.total_memory,
+                             init_image=args.init_image, end_image=args.end_image)
+    print(report)
+    return 0 if report.fits else EXIT_DOES_NOT_FIT
 
 
 def _generation_kwargs(args: argparse.Namespace) -> dict:
@@ -100,6 +108,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     models = cached_model_set(variant="wan2.1-t2v-1.3b", dtype="q4_0", seed=0)
     print(f"models: {models.diffusion_model}\n        {models.vae}")
     size, frames, steps = (args.size or (128, 96)), args.frames, args.steps
+    print(wanpy.preflight(models.diffusion_model, vae=models.vae, width=size[0], height=size[1], num_frames=frames))
+    print()
     video = wanpy.generate_video(
         "a red fox running through fresh snow, cinematic", diffusion_model=models.diffusion_model,
         vae=models.vae, width=size[0], height=size[1], num_frames=frames, steps=steps, seed=args.seed,
@@ -122,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="wanpy", formatter_class=raw,
         description="Wan2.1/Wan2.2 video generation on stable-diffusion.cpp, in-process.",
         epilog="examples:\n  wanpy info\n  wanpy demo -o demo.webm\n"
+               "  wanpy preflight wan2.x-t2v-14b --size 832x480 --frames 161 --max-allocation 4GiB\n"
                "  wanpy probe demo.webm")
     parser.add_argument("-v", "--verbose", action="store_true", help="show sd.cpp's and ggml's log")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -137,6 +148,33 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example:\n  wanpy probe fox.webm")
     p.add_argument("file")
     p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser("preflight", formatter_class=raw, help="what a generation allocates, and what would fit",
+                       description="Predict every allocation of a generation from the model's header (or a "
+                                   "preset), without loading weights.\nExit status 0 when it fits, 3 when it "
+                                   "does not.\nPresets: wan2.1-t2v-1.3b, wan2.2-ti2v-5b, wan2.x-t2v-14b, "
+                                   "wan2.1-i2v-14b, wan2.1-flf2v-14b, wan2.2-t2v-a14b, wan2.2-i2v-a14b\n"
+                                   "(optionally :dtype, e.g. wan2.x-t2v-14b:q4_k; default f16).",
+                       epilog="examples:\n  wanpy preflight wan2.x-t2v-14b --size 832x480 --frames 161 "
+                              "--max-allocation 0xfffffffc\n  wanpy preflight wan2.1_t2v_1.3B.gguf --vae "
+                              "wan_2.1_vae.safetensors --size 832x480 --frames 81 --flash-attention")
+    p.add_argument("model", help="a Wan DiT file or a preset name")
+    p.add_argument("--size", type=parse_size, metavar="WxH", required=True)
+    p.add_argument("--frames", type=int, required=True, help="a 4k+1 count")
+    p.add_argument("--vae")
+    p.add_argument("--text-encoder", help="a umt5-xxl file or the preset umt5-xxl[:dtype]")
+    p.add_argument("--high-noise-diffusion-model")
+    p.add_argument("--clip-vision")
+    p.add_argument("--init-image", action="store_true", help="an init image goes in")
+    p.add_argument("--end-image", action="store_true", help="an end image goes in")
+    p.add_argument("--flash-attention", action="store_true")
+    p.add_argument("--vae-tiling", action="store_true")
+    p.add_argument("--offload-to-cpu", action="store_true")
+    p.add_argument("--keep-vae-on-cpu", action="store_true")
+    p.add_argument("--device", type=int, help="device index (wanpy info)")
+    p.add_argument("--max-allocation", type=parse_bytes, help="per-allocation ceiling, e.g. 4GiB or 0xfffffffc")
+    p.add_argument("--total-memory", type=parse_bytes, help="device memory, e.g. 96GiB")
+    p.set_defaults(func=_cmd_preflight)
 
     p = sub.add_parser("generate", formatter_class=raw, help="generate a video file",
                        description="Load the models, pre-flight, generate, write the file, probe it.",

@@ -25,6 +25,8 @@ from wanpy import _core, _logging
 from wanpy.errors import Cancelled, GenerationError, LoadError, ModelFileError
 from wanpy.families import DEFAULT_SAMPLE_METHOD, DEFAULT_SCHEDULER, FAMILIES, Family
 from wanpy.progress import GenerationMonitor, Progress
+from wanpy.preflight import Preflight, refusal
+from wanpy.preflight import preflight as run_preflight
 from wanpy.system import Device, backend_warnings, devices
 from wanpy.validation import (
     Align, check_file, check_float, check_fps, check_int, check_num_frames, check_seed, check_size, check_text,
@@ -149,16 +151,36 @@ class WanPipeline:
         self.device = _resolve_device(device, devs)
         for message in backend_warnings(_core.BACKEND, devs):
             warnings.warn(message, BackendFallbackWarning, stacklevel=2)
-        # The memory pre-flight (predicted allocations vs the device's limits) is not in
-        # this version: `preflight` is accepted for the API contract and recorded; only
-        # the header checks above (component kinds, block counts, VAE encoder) run.
-        self.preflight = bool(preflight)
+        if not isinstance(preflight, bool):
+            raise TypeError(f"preflight must be True or False, got {preflight!r}")
+        self.preflight = preflight
+        if preflight:
+            # weights that cannot be allocated are refused before any is read: sd.cpp
+            # ignores a failed weight allocation and then writes into unallocated memory
+            self._preflight(self.family.width, self.family.height, 1, weights_only=True)
 
         start = time.perf_counter()
         with _NATIVE_LOCK, self._device_selected():
             self._ctx = self._load()
         self.load_seconds = time.perf_counter() - start
         logger.info("loaded %s in %.1f s on %s", self.family.name, self.load_seconds, self.device.name)
+
+    def _preflight(self, width: int, height: int, num_frames: int, *, weights_only: bool = False,
+                   init_image: bool = False, end_image: bool = False, tile_size: tuple[int, int] | None = None,
+                   tile_overlap: float = 0.5) -> Preflight:
+        f = self.files
+        report = run_preflight(
+            f["diffusion_model"], width=width, height=height, num_frames=num_frames,
+            flash_attention=self.flash_attention, vae_tiling=self.vae_tiling, text_encoder=f["text_encoder"],
+            vae=f["vae"], high_noise_diffusion_model=f["high_noise_diffusion_model"],
+            clip_vision=f["clip_vision"], offload_to_cpu=self.offload_to_cpu, keep_vae_on_cpu=self.keep_vae_on_cpu,
+            device=self.device, init_image=init_image, end_image=end_image, tile_size=tile_size,
+            tile_overlap=tile_overlap, weights_only=weights_only)
+        if not report.fits:
+            raise refusal(report)
+        logger.debug("pre-flight: fits; largest %s, peak %d B (%.0f ms)", report.largest, report.peak,
+                     report.seconds * 1000)
+        return report
 
     # --- loading -------------------------------------------------------------------
     def _check_components(self) -> None:
@@ -263,8 +285,10 @@ class WanPipeline:
         ``high_noise_steps=None`` splits ``steps`` between the experts at
         ``moe_boundary`` (sd.cpp's rule); an integer adds that many high-noise steps.
         ``continue_from=video`` starts from that video's last frame (I2V/TI2V/FLF2V).
-        ``preflight``: the memory pre-flight is not available in this version (the
-        model files' headers are always checked when the pipeline is created).
+        ``preflight=True`` (default) first predicts every allocation (``wanpy.preflight``)
+        and raises ``wanpy.AllocationTooLargeError`` when one exceeds the device's
+        per-allocation ceiling or a phase its memory; ``video.params["preflight"]``
+        records the largest allocation and the peak.
         ``callback(progress)`` is called per step; returning False, raising or Ctrl-C
         stop the generation with ``wanpy.Cancelled`` (the pipeline stays usable).
         """
@@ -373,7 +397,16 @@ class WanPipeline:
             params.update(moe_boundary=boundary, high_noise_steps="auto" if hn_steps < 0 else hn_steps,
                           high_noise_cfg_scale=hn_cfg, high_noise_sample_method=hn_method,
                           high_noise_scheduler=hn_sched)
-        params["memory_preflight"] = "not available in this version"
+        if not isinstance(preflight, bool):
+            raise TypeError(f"preflight must be True or False, got {preflight!r}")
+        if preflight:
+            report = self._preflight(w, h, n, init_image=init is not None, end_image=end is not None,
+                                     tile_size=None if tile_size is None else (tile_x, tile_y), tile_overlap=overlap)
+            params["preflight"] = {"fits": True, "largest": report.largest.name,
+                                   "largest_bytes": report.largest.nbytes, "peak_bytes": report.peak,
+                                   "max_allocation": report.max_allocation, "total_memory": report.total_memory}
+        else:
+            params["preflight"] = "skipped (preflight=False)"
 
         monitor = GenerationMonitor(first_phase="high_noise_sampling" if fam.needs_high_noise else "sampling",
                                     callback=callback, bars=bool(progress))

@@ -76,6 +76,8 @@ class Device:
     ggml_max_buffer_size: int | None = None
     ggml_suballocation_block_size: int | None = None
     driver: str | None = None
+    buffer_alignment: int = 32
+    buffer_max_size: int | None = None  # ggml's largest buffer (chunk) for this device; None: unbounded
 
     def __str__(self) -> str:
         text = f"#{self.index} {self.name} ({self.type}, {self.backend}): {self.description}, " \
@@ -184,6 +186,8 @@ def _vulkan_limits(limits: dict) -> dict:
         "ggml_max_buffer_size": ggml_buffer,
         "ggml_suballocation_block_size": block,
         "max_allocation": min(driver_alloc, ggml_buffer),
+        "buffer_alignment": int(limits["min_storage_buffer_offset_alignment"]),
+        "buffer_max_size": block,
         "driver": f"{limits['driver_name']} {limits['driver_info']}".strip(),
     }
 
@@ -196,6 +200,10 @@ def devices() -> list[Device]:
     out = []
     for d in _core.backend_devices():
         extra: dict = {}
+        if d.get("buffer_alignment") is not None:
+            extra["buffer_alignment"] = int(d["buffer_alignment"])
+            max_size = int(d["buffer_max_size"])
+            extra["buffer_max_size"] = None if max_size >= 2**63 else max_size
         if d["name"] in vk_limits:
             extra = _vulkan_limits(vk_limits[d["name"]])
         out.append(Device(

@@ -1,0 +1,344 @@
+// Pre-flight measurement: sd.cpp's own runners (the same classes new_sd_ctx builds)
+// construct their real graphs over a weightless parameter context, and ggml's graph
+// allocator sizes them without allocating anything (ggml_gallocr_reserve_n_size).
+// Headers are read by sd.cpp's own ModelLoader, so version detection, name conversion
+// and the weight types sd.cpp chooses are the engine's, not a re-implementation.
+//
+// The buffer type is a measuring one: the alignment and chunk size of the target
+// device (Vulkan: minStorageBufferOffsetAlignment and the sub-allocation block),
+// nbytes per tensor like every ggml backend wanpy builds. Nothing is ever allocated.
+#include "wanpy_core.h"
+
+#include <pybind11/stl.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "conditioner.hpp"
+#include "ggml-alloc.h"
+#include "ggml-backend-impl.h"
+#include "ggml_graph_cut.h"
+#include "model.h"
+#include "wan.hpp"
+
+extern const char* model_version_to_str[];  // stable-diffusion.cpp
+
+namespace wanpy {
+namespace {
+
+// --- a buffer type that only answers questions ------------------------------------
+struct MeasureBufferType {
+    size_t alignment;
+    size_t max_size;
+    ggml_backend_buffer_type buft;
+
+    MeasureBufferType(size_t alignment_, size_t max_size_) : alignment(alignment_), max_size(max_size_) {
+        buft.iface   = {
+            /* .get_name       = */ [](ggml_backend_buffer_type_t) { return "wanpy-measure"; },
+            /* .alloc_buffer   = */ [](ggml_backend_buffer_type_t, size_t) -> ggml_backend_buffer_t { return nullptr; },
+            /* .get_alignment  = */
+            [](ggml_backend_buffer_type_t b) { return static_cast<MeasureBufferType*>(b->context)->alignment; },
+            /* .get_max_size   = */
+            [](ggml_backend_buffer_type_t b) { return static_cast<MeasureBufferType*>(b->context)->max_size; },
+            /* .get_alloc_size = */ nullptr,  // nbytes
+            /* .is_host        = */ nullptr,
+        };
+        buft.device  = nullptr;
+        buft.context = this;
+    }
+};
+
+// One measured graph (or weight set).
+struct Measured {
+    size_t total         = 0;  // bytes ggml would allocate for it, over all chunks
+    size_t largest       = 0;  // the largest single tensor in it (aligned)
+    std::string name;          // that tensor's name
+    std::string op;            // and the op that produces it ("weight" for weights)
+    std::vector<int64_t> shape;
+    ggml_type type = GGML_TYPE_F32;
+    int tensors    = 0;
+};
+
+size_t aligned(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+void consider(Measured& m, const ggml_tensor* t, size_t alignment, const char* op) {
+    size_t n = aligned(ggml_nbytes(t), alignment);
+    m.tensors += 1;
+    if (n <= m.largest) return;
+    m.largest = n;
+    m.name    = t->name;
+    m.op      = op;
+    m.type    = t->type;
+    m.shape.assign(t->ne, t->ne + ggml_n_dims(t));
+}
+
+bool owns_memory(const ggml_tensor* t) { return t->data == nullptr && t->view_src == nullptr; }
+
+// Runner -> runner with access to its graph building and parameter context.
+template <class Runner>
+struct Probe : Runner {
+    using Runner::Runner;
+    ~Probe() { forget_placeholders(); }
+
+    Measured weights(const MeasureBufferType& mb) {
+        forget_placeholders();  // the weight allocator sizes unallocated tensors only
+        Measured m;
+        m.total = ggml_backend_alloc_ctx_tensors_from_buft_size(this->params_ctx, const_cast<ggml_backend_buffer_type*>(&mb.buft));
+        for (ggml_tensor* t = ggml_get_first_tensor(this->params_ctx); t; t = ggml_get_next_tensor(this->params_ctx, t)) {
+            consider(m, t, mb.alignment, "weight");
+        }
+        return m;
+    }
+
+    // Weights are never loaded: give them a placeholder address so that the graph
+    // allocator treats them as allocated, exactly as after a real load.
+    void make_weightless() {
+        alignas(64) static char placeholder[64];
+        for (ggml_tensor* t = ggml_get_first_tensor(this->params_ctx); t; t = ggml_get_next_tensor(this->params_ctx, t)) {
+            t->data = placeholder;
+        }
+    }
+
+    void forget_placeholders() {
+        for (ggml_tensor* t = ggml_get_first_tensor(this->params_ctx); t; t = ggml_get_next_tensor(this->params_ctx, t)) {
+            t->data = nullptr;
+        }
+    }
+
+    Measured graph(const std::function<ggml_cgraph*()>& build, const MeasureBufferType& mb) {
+        make_weightless();
+        ggml_cgraph* gf = nullptr;
+        if (!this->prepare_compute_graph(build, &gf)) throw NativeError(this->get_desc() + ": graph could not be built");
+        Measured m;
+        ggml_gallocr_t galloc = ggml_gallocr_new(const_cast<ggml_backend_buffer_type*>(&mb.buft));
+        ggml_gallocr_reserve_n_size(galloc, gf, nullptr, nullptr, &m.total);
+        ggml_gallocr_free(galloc);
+        for (int i = 0; i < sd::ggml_graph_cut::leaf_count(gf); ++i) {
+            ggml_tensor* t = sd::ggml_graph_cut::leaf_tensor(gf, i);
+            if (owns_memory(t)) consider(m, t, mb.alignment, "input");
+        }
+        for (int i = 0; i < ggml_graph_n_nodes(gf); ++i) {
+            ggml_tensor* t = ggml_graph_node(gf, i);
+            if (owns_memory(t)) consider(m, t, mb.alignment, ggml_op_desc(t));
+        }
+        this->free_compute_ctx();
+        return m;
+    }
+};
+
+// WanRunner::build_graph, less the rotary table's values: computing them (gen_wan_pe)
+// takes most of the time at 14B sizes and does not change what is allocated. The
+// table's shape is gen_vid_ids' position count; the CPU grid test checks that this graph
+// and sd.cpp's own allocate the same compute buffer.
+struct DiT : Probe<WAN::WanRunner> {
+    using Probe<WAN::WanRunner>::Probe;
+
+    ggml_cgraph* build_measure_graph(const sd::Tensor<float>& x_tensor, const sd::Tensor<float>& timesteps_tensor,
+                                     const sd::Tensor<float>& context_tensor, const sd::Tensor<float>& clip_fea_tensor,
+                                     const sd::Tensor<float>& c_concat_tensor) {
+        ggml_cgraph* gf        = new_graph_custom(WAN::WAN_GRAPH_SIZE);
+        ggml_tensor* x         = make_input(x_tensor);
+        ggml_tensor* timesteps = make_input(timesteps_tensor);
+        ggml_tensor* context   = make_optional_input(context_tensor);
+        ggml_tensor* clip_fea  = make_optional_input(clip_fea_tensor);
+        ggml_tensor* c_concat  = make_optional_input(c_concat_tensor);
+
+        auto [pt, ph, pw] = wan_params.patch_size;
+        int64_t pos_len   = ((x->ne[2] + pt / 2) / pt) * ((x->ne[1] + ph / 2) / ph) * ((x->ne[0] + pw / 2) / pw);
+        auto pe = ggml_new_tensor_4d(compute_ctx, GGML_TYPE_F32, 2, 2, wan_params.axes_dim_sum / 2, pos_len);
+        if (c_concat != nullptr) x = ggml_concat(compute_ctx, x, c_concat, 3);
+        auto runner_ctx  = get_context();
+        ggml_tensor* out = wan.forward(&runner_ctx, x, timesteps, context, pe, clip_fea, nullptr, nullptr, 1.f);
+        ggml_build_forward_expand(gf, out);
+        return gf;
+    }
+};
+using WanVAE     = Probe<WAN::WanVAERunner>;
+using TextT5     = Probe<T5Runner>;
+using ClipVision = Probe<FrozenCLIPVisionEmbedder>;
+
+// ModelLoader with the synthetic tensors of a preset added like a file's.
+struct Loader : ModelLoader {
+    void add(const std::string& name, ggml_type type, const std::vector<int64_t>& ne) {
+        add_tensor_storage(TensorStorage(name, type, ne.data(), static_cast<int>(ne.size()), 0));
+    }
+};
+
+sd::Tensor<float> zeros(const std::vector<int64_t>& shape) { return sd::Tensor<float>::zeros(shape); }
+
+py::dict as_dict(const Measured& m) {
+    py::dict d;
+    d["total"]   = m.total;
+    d["largest"] = m.largest;
+    d["name"]    = m.name;
+    d["op"]      = m.op;
+    d["shape"]   = m.shape;
+    d["type"]    = std::string(ggml_type_name(m.type));
+    d["tensors"] = m.tensors;
+    return d;
+}
+
+// A set of model files (or preset tensors) as sd.cpp would load them, with one runner
+// per component, built lazily and kept weightless.
+class Session {
+public:
+    Session(const std::vector<std::tuple<std::string, std::string>>& files,
+            const std::vector<std::tuple<std::string, int, std::vector<int64_t>>>& tensors)
+        : backend_(ggml_backend_cpu_init()) {
+        for (const auto& [path, prefix] : files) {
+            if (!loader_.init_from_file(path, prefix)) throw NativeError("sd.cpp could not read the header of " + path);
+        }
+        for (const auto& [name, type, ne] : tensors) {
+            if (type < 0 || type >= GGML_TYPE_COUNT) throw NativeError("bad ggml type for " + name);
+            loader_.add(name, static_cast<ggml_type>(type), ne);
+        }
+        loader_.convert_tensors_name();
+        version_ = loader_.get_sd_version();
+        if (version_ == VERSION_COUNT) throw NativeError("sd.cpp does not recognise these model files");
+    }
+
+    ~Session() {
+        dit_.reset();
+        high_noise_.reset();
+        vae_.reset();
+        t5_.reset();
+        clip_vision_.reset();
+        ggml_backend_free(backend_);
+    }
+
+    std::string version() const { return model_version_to_str[version_]; }
+    bool is_wan() const { return sd_version_is_wan(version_); }
+
+    bool has(const std::string& prefix) {
+        for (const auto& [name, _] : loader_.get_tensor_storage_map()) {
+            if (starts_with(name, prefix)) return true;
+        }
+        return false;
+    }
+
+    std::string dit_desc(bool high_noise) { return dit(high_noise).get_desc(); }
+
+    py::dict weights(const std::string& component, size_t alignment, size_t max_size) {
+        MeasureBufferType mb(alignment, max_size);
+        if (component == "diffusion_model") return as_dict(dit(false).weights(mb));
+        if (component == "high_noise_diffusion_model") return as_dict(dit(true).weights(mb));
+        if (component == "vae") return as_dict(vae().weights(mb));
+        if (component == "text_encoder") return as_dict(t5().weights(mb));
+        if (component == "clip_vision") return as_dict(clip_vision().weights(mb));
+        throw NativeError("unknown component " + component);
+    }
+
+    py::dict dit_graph(bool high_noise, const std::vector<int64_t>& x, const std::vector<int64_t>& context,
+                       const std::vector<int64_t>& clip_fea, const std::vector<int64_t>& c_concat,
+                       bool flash_attention, size_t alignment, size_t max_size) {
+        MeasureBufferType mb(alignment, max_size);
+        DiT& r = dit(high_noise);
+        r.set_flash_attention_enabled(flash_attention);
+        auto xt = zeros(x), ts = zeros({1}), ctx = zeros(context);
+        sd::Tensor<float> clip = clip_fea.empty() ? sd::Tensor<float>() : zeros(clip_fea);
+        sd::Tensor<float> cc   = c_concat.empty() ? sd::Tensor<float>() : zeros(c_concat);
+        return as_dict(r.graph([&]() { return r.build_measure_graph(xt, ts, ctx, clip, cc); }, mb));
+    }
+
+    py::dict vae_graph(bool decode, const std::vector<int64_t>& input, bool flash_attention, size_t alignment,
+                       size_t max_size) {
+        MeasureBufferType mb(alignment, max_size);
+        WanVAE& r = vae();
+        r.set_flash_attention_enabled(flash_attention);
+        auto z = zeros(input);
+        return as_dict(r.graph([&]() { return r.build_graph(z, decode); }, mb));
+    }
+
+    py::dict t5_graph(int64_t tokens, bool flash_attention, size_t alignment, size_t max_size) {
+        MeasureBufferType mb(alignment, max_size);
+        TextT5& r = t5();
+        r.set_flash_attention_enabled(flash_attention);
+        sd::Tensor<int32_t> ids({tokens}, std::vector<int32_t>(static_cast<size_t>(tokens), 0));
+        auto mask = zeros({tokens});
+        return as_dict(r.graph([&]() { return r.build_graph(ids, mask); }, mb));
+    }
+
+    py::dict clip_vision_graph(bool flash_attention, size_t alignment, size_t max_size) {
+        MeasureBufferType mb(alignment, max_size);
+        ClipVision& r = clip_vision();
+        r.set_flash_attention_enabled(flash_attention);
+        int64_t side = r.vision_model.image_size;
+        auto pixels  = zeros({side, side, 3, 1});
+        return as_dict(r.graph([&]() { return r.build_graph(pixels, false, -2); }, mb));
+    }
+
+private:
+    DiT& dit(bool high_noise) {
+        auto& slot             = high_noise ? high_noise_ : dit_;
+        const char* prefix     = high_noise ? "model.high_noise_diffusion_model" : "model.diffusion_model";
+        if (!slot) {
+            if (!has(std::string(prefix) + ".")) throw NativeError(std::string("no ") + prefix + " tensors");
+            slot = std::make_unique<DiT>(backend_, false, loader_.get_tensor_storage_map(), prefix, version_);
+        }
+        return *slot;
+    }
+
+    WanVAE& vae() {
+        if (!vae_) {
+            if (!has("first_stage_model.")) throw NativeError("no VAE tensors");
+            vae_ = std::make_unique<WanVAE>(backend_, false, loader_.get_tensor_storage_map(), "first_stage_model",
+                                            false, version_);
+        }
+        return *vae_;
+    }
+
+    TextT5& t5() {
+        if (!t5_) {
+            if (!has("text_encoders.t5xxl.transformer.")) throw NativeError("no text encoder tensors");
+            t5_ = std::make_unique<TextT5>(backend_, false, loader_.get_tensor_storage_map(),
+                                           "text_encoders.t5xxl.transformer", true);
+        }
+        return *t5_;
+    }
+
+    ClipVision& clip_vision() {
+        if (!clip_vision_) {
+            if (!has("cond_stage_model.transformer.")) throw NativeError("no clip vision tensors");
+            clip_vision_ = std::make_unique<ClipVision>(backend_, false, loader_.get_tensor_storage_map());
+        }
+        return *clip_vision_;
+    }
+
+    ggml_backend_t backend_;
+    Loader loader_;
+    SDVersion version_ = VERSION_COUNT;
+    std::unique_ptr<DiT> dit_, high_noise_;
+    std::unique_ptr<WanVAE> vae_;
+    std::unique_ptr<TextT5> t5_;
+    std::unique_ptr<ClipVision> clip_vision_;
+};
+
+}  // namespace
+
+void register_measure(py::module_& m) {
+    py::class_<Session>(m, "MeasureSession",
+                        "Weightless sd.cpp runners over model headers (or preset tensors), for the pre-flight.")
+        .def(py::init<const std::vector<std::tuple<std::string, std::string>>&,
+                      const std::vector<std::tuple<std::string, int, std::vector<int64_t>>>&>(),
+             py::arg("files"), py::arg("tensors"), py::call_guard<py::gil_scoped_release>())
+        .def_property_readonly("version", &Session::version)
+        .def_property_readonly("is_wan", &Session::is_wan)
+        .def("has", &Session::has, py::arg("prefix"))
+        .def("dit_desc", &Session::dit_desc, py::arg("high_noise"))
+        .def("weights", &Session::weights, py::arg("component"), py::arg("alignment"), py::arg("max_size"))
+        .def("dit_graph", &Session::dit_graph, py::arg("high_noise"), py::arg("x"), py::arg("context"),
+             py::arg("clip_fea"), py::arg("c_concat"), py::arg("flash_attention"), py::arg("alignment"),
+             py::arg("max_size"))
+        .def("vae_graph", &Session::vae_graph, py::arg("decode"), py::arg("input"), py::arg("flash_attention"),
+             py::arg("alignment"), py::arg("max_size"))
+        .def("t5_graph", &Session::t5_graph, py::arg("tokens"), py::arg("flash_attention"), py::arg("alignment"),
+             py::arg("max_size"))
+        .def("clip_vision_graph", &Session::clip_vision_graph, py::arg("flash_attention"), py::arg("alignment"),
+             py::arg("max_size"));
+}
+
+}  // namespace wanpy

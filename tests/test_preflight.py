@@ -1,0 +1,244 @@
+"""Pre-flight: predictions against what sd.cpp really allocates, presets against file headers,
+suggestions that fit when applied, refusals before loading, and bad headers."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import wanpy
+from wanpy import _logging
+from wanpy.preflight import PRESETS, parse_size
+from wanpy.testing import cached_model_set
+
+MiB = 2**20
+
+
+@pytest.fixture(scope="module")
+def t2v():
+    return cached_model_set(variant="wan2.1-t2v-1.3b", dtype="q4_0", seed=0)
+
+
+@pytest.fixture(scope="module")
+def big():
+    return cached_model_set(variant="wan2.x-t2v-14b", dtype="q4_k", seed=0, sparse=True, text_encoder=True)
+
+
+def _logged_buffers(lines: list[str]) -> list[tuple[str, float]]:
+    """sd.cpp's own "<runner> compute buffer size: X MB" lines, in order."""
+    out = []
+    for line in lines:
+        m = re.search(r"(\S+) compute buffer size: ([\d.]+) MB", line)
+        if m:
+            out.append((m.group(1), float(m.group(2)) * MiB))
+    return out
+
+
+def _logged_params(lines: list[str]) -> dict[str, float]:
+    out = {}
+    for line in lines:
+        m = re.search(r"(\S+) params backend buffer size =\s*([\d.]+) MB", line)
+        if m:
+            out[m.group(1)] = float(m.group(2)) * MiB
+    return out
+
+
+# --- 1. the grid: predictions equal sd.cpp's own compute buffers (CPU) ----------------------
+GRID = [
+    # (variant, width, height, frames, flash_attention, vae_tiling, tile_size, init image)
+    ("wan2.1-t2v-1.3b", 64, 64, 5, False, False, None, False),
+    ("wan2.1-t2v-1.3b", 64, 64, 5, True, False, None, False),
+    ("wan2.1-t2v-1.3b", 96, 64, 9, True, True, (4, 4), False),
+    ("wan2.1-t2v-1.3b", 64, 48, 9, False, False, None, False),
+    ("wan2.1-t2v-1.3b", 48, 80, 13, True, False, None, False),
+    ("wan2.2-ti2v-5b", 32, 32, 5, False, False, None, True),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant,width,height,frames,fa,tiling,tile,image", GRID)
+def test_predicted_buffers_equal_what_sdcpp_allocates(variant, width, height, frames, fa, tiling, tile, image):
+    models = cached_model_set(variant=variant, dtype="q4_0", seed=0)
+    lines: list[str] = []
+    with _logging.observe(lambda source, level, text: lines.append(text)):
+        pipe = wanpy.WanPipeline(models.diffusion_model, models.vae, flash_attention=fa, vae_tiling=tiling,
+                                 n_threads=2)
+    with pipe:
+        init = np.full((height, width, 3), 128, np.uint8) if image else None
+        load_lines = list(lines)
+        lines.clear()
+        with _logging.observe(lambda source, level, text: lines.append(text)):
+            pipe.generate_video("x", width=width, height=height, num_frames=frames, steps=1, seed=1,
+                                progress=False, tile_size=tile, init_image=init)
+    report = wanpy.preflight(models.diffusion_model, vae=models.vae, width=width, height=height, num_frames=frames,
+                             flash_attention=fa, vae_tiling=tiling, tile_size=tile, init_image=image)
+    logged = _logged_buffers(lines)
+    predicted = [(a.phase, a.buffer_total) for a in report.allocations if a.kind == "compute buffer"]
+    # same runners, same order (VAE encode, sampling, VAE decode), each within sd.cpp's 0.01 MB rounding
+    assert len(logged) == len(predicted), (logged, predicted)
+    for (runner, got), (phase, want) in zip(logged, predicted):
+        assert abs(got - want) <= 0.006 * MiB, f"{phase} ({runner}): sd.cpp {got / MiB:.2f} MB, predicted {want / MiB:.4f}"
+    params = _logged_params(load_lines)
+    weights = {a.component: a.buffer_total for a in report.allocations if a.kind == "weights buffer"}
+    assert abs(params["wan_vae"] - weights["vae"]) <= 0.006 * MiB
+    dit = next(v for k, v in params.items() if k.startswith("Wan"))
+    assert abs(dit - weights["diffusion_model"]) <= 0.006 * MiB
+
+
+# --- 2. the figures themselves ----------------------------------------------------------------
+def test_attention_scores_are_the_largest_tensor_without_flash_attention():
+    r = wanpy.preflight("wan2.1-t2v-1.3b", width=832, height=480, num_frames=81, max_allocation="4GiB")
+    tokens = (832 // 16) * (480 // 16) * 21
+    assert r.largest.kind == "tensor" and r.largest.phase == "sampling"
+    assert r.largest.shape == (tokens, tokens, 12) and r.largest.dtype == "f32"
+    assert r.largest.nbytes == tokens * tokens * 12 * 4
+    assert not r.fits
+    assert f"needs 47.98 GiB ({tokens * tokens * 48:,} B) in one allocation" in r.problems[0]
+
+
+def test_flash_attention_padding_mask_is_quadratic_when_tokens_are_not_a_multiple_of_256():
+    r = wanpy.preflight("wan2.x-t2v-14b", width=832, height=480, num_frames=161, flash_attention=True,
+                        vae_tiling=True, max_allocation=0xFFFFFFFC)
+    tokens = 52 * 30 * 41
+    assert r.largest.shape == (tokens + (-tokens) % 256, tokens) and r.largest.dtype == "f32"
+    assert not r.fits
+
+
+def test_vae_tiling_bounds_the_decoder_im2col():
+    plain = wanpy.preflight("wan2.1-t2v-1.3b", width=832, height=480, num_frames=81)
+    tiled = wanpy.preflight("wan2.1-t2v-1.3b", width=832, height=480, num_frames=81, vae_tiling=True)
+    def decode(r):
+        return max(a.nbytes for a in r.allocations if a.phase == "VAE decode" and a.kind == "tensor")
+    assert decode(plain) == 2592 * 832 * 480 * 4 * 2  # f16 im2col of the full frame
+    assert decode(tiled) == 2592 * 256 * 256 * 4 * 2  # 32x32-latent tiles
+    assert wanpy.preflight("wan2.1-t2v-1.3b", width=832, height=480, num_frames=81, vae_tiling=True,
+                           tile_size=(16, 16)).params["tile_size"] == (16, 16)
+
+
+def test_a14b_measures_both_experts_and_i2v_encodes_the_video():
+    r = wanpy.preflight("wan2.2-i2v-a14b:q4_k", width=832, height=480, num_frames=81, init_image=True,
+                        flash_attention=True, vae_tiling=True)
+    phases = [p.phase for p in r.phases]
+    assert phases == ["load", "VAE encode", "high-noise sampling", "sampling", "VAE decode"]
+    weights = {a.component: a.buffer_total for a in r.allocations if a.kind == "weights buffer"}
+    assert weights["high_noise_diffusion_model"] == weights["diffusion_model"] > 7 * 2**30
+    clip = wanpy.preflight("wan2.1-i2v-14b", width=832, height=480, num_frames=81, init_image=True)
+    assert "clip vision" in [p.phase for p in clip.phases]
+
+
+def test_weights_follow_the_offload_and_vae_options():
+    kw = dict(width=832, height=480, num_frames=81, flash_attention=True, vae_tiling=True, max_allocation="4GiB",
+              total_memory="96GiB")
+    base = wanpy.preflight("wan2.x-t2v-14b:q8_0", **kw)
+    offload = wanpy.preflight("wan2.x-t2v-14b:q8_0", offload_to_cpu=True, **kw)
+    assert base.phases[0].device > 14 * 2**30 and offload.phases[0].device == 0
+    assert offload.phases[0].host == base.phases[0].device
+    assert base.total_memory == 96 * 2**30
+
+
+# --- 3. presets equal file headers ------------------------------------------------------------
+def test_preset_and_file_headers_give_the_same_report(big):
+    kw = dict(width=832, height=480, num_frames=81, flash_attention=True, max_allocation="4GiB")
+    from_file = wanpy.preflight(big.diffusion_model, vae=big.vae, text_encoder=big.text_encoder, **kw)
+    from_preset = wanpy.preflight("wan2.x-t2v-14b:q4_k", text_encoder="umt5-xxl:q4_k", **kw)
+    def figures(r):
+        return [(a.name, a.phase, a.nbytes, a.shape) for a in r.allocations]
+    assert figures(from_file) == figures(from_preset)
+    assert from_file.phases == from_preset.phases
+    assert "text encoding" in [p.phase for p in from_file.phases]
+
+
+def test_every_preset_is_measured():
+    for name in PRESETS:
+        r = wanpy.preflight(name, width=480 if "ti2v" not in name else 704, height=320, num_frames=5,
+                            suggest=False)
+        assert r.largest.nbytes > 0 and r.peak >= r.phases[0].device, name
+
+
+def test_full_size_14b_file_is_measured(big):
+    r = wanpy.preflight(big.diffusion_model, vae=big.vae, text_encoder=big.text_encoder, width=832, height=480,
+                        num_frames=161, suggest=False)
+    assert r.model.startswith("Wan2.x-T2V-14B")
+    assert r.seconds < 5  # timed in bench/bench_preflight.py; this only guards against a hang
+
+
+# --- 4. suggestions fit when applied ----------------------------------------------------------
+def test_suggestions_fit_when_applied():
+    kw = dict(width=832, height=480, num_frames=81, max_allocation="4GiB")
+    r = wanpy.preflight("wan2.1-t2v-1.3b", **kw)
+    assert not r.fits and r.suggestions
+    fitting = [s for s in r.suggestions if s.endswith("and it fits")]
+    assert fitting == ["flash_attention=True and vae_tiling=True: largest becomes 4.00 GiB and it fits"]
+    assert wanpy.preflight("wan2.1-t2v-1.3b", flash_attention=True, vae_tiling=True, **kw).fits
+    assert not wanpy.preflight("wan2.1-t2v-1.3b", flash_attention=True, **kw).fits
+
+    r = wanpy.preflight("wan2.x-t2v-14b", width=832, height=480, num_frames=161, flash_attention=True,
+                        vae_tiling=True, max_allocation=0xFFFFFFFC)
+    frames = next(s for s in r.suggestions if "frames fit" in s)
+    n = int(re.search(r"at most (\d+) frames", frames).group(1))
+    common = dict(width=832, height=480, flash_attention=True, vae_tiling=True, max_allocation=0xFFFFFFFC)
+    assert wanpy.preflight("wan2.x-t2v-14b", num_frames=n, **common).fits
+    assert not wanpy.preflight("wan2.x-t2v-14b", num_frames=n + 4, **common).fits
+    size = next(s for s in r.suggestions if "fits (same aspect)" in s)
+    w, h = map(int, re.search(r"at most (\d+)x(\d+)", size).groups())
+    common = dict(num_frames=161, flash_attention=True, vae_tiling=True, max_allocation=0xFFFFFFFC)
+    assert wanpy.preflight("wan2.x-t2v-14b", width=w, height=h, **common).fits
+    assert not wanpy.preflight("wan2.x-t2v-14b", width=w + 16, height=h + 16, **common).fits
+    assert "a HIP, CUDA or CPU build has no per-allocation ceiling" in r.suggestions
+
+
+# --- 5. the pipeline refuses before loading or generating ---------------------------------------
+@pytest.mark.slow
+def test_pipeline_refuses_a_generation_that_does_not_fit_and_stays_usable(t2v):
+    with wanpy.WanPipeline(t2v.diffusion_model, t2v.vae, n_threads=2) as pipe:
+        ram = pipe.device.total_memory
+        with pytest.raises(wanpy.AllocationTooLargeError) as info:
+            pipe.generate_video("x", width=1280, height=720, num_frames=161, steps=1, progress=False)
+        err = info.value
+        assert isinstance(err, MemoryError) and isinstance(err, wanpy.WanpyError)
+        assert err.limit == ram and err.required > ram
+        assert err.allocation.phase == "sampling"
+        assert "does not fit on CPU" in str(err) and "preflight=False skips this check" in str(err)
+        assert any("at most" in s for s in err.suggestions)
+        video = pipe.generate_video("x", width=64, height=64, num_frames=5, steps=1, seed=3, progress=False)
+    assert video.frames.shape == (5, 64, 64, 3)
+    assert video.params["preflight"]["fits"] is True
+    assert video.params["preflight"]["largest_bytes"] > 0
+
+
+def test_pipeline_refuses_weights_that_cannot_fit_before_reading_them(tmp_path):
+    ram = wanpy.devices()[-1].total_memory
+    if ram > 26 * 2**30:
+        pytest.skip("this machine has room for 14B f16 weights")
+    models = cached_model_set(variant="wan2.x-t2v-14b", dtype="f16", seed=0, sparse=True)
+    with pytest.raises(wanpy.AllocationTooLargeError, match=r"load needs 2\d\.\d\d GiB of device memory"):
+        wanpy.WanPipeline(models.diffusion_model, models.vae)
+
+
+# --- 6. bad input -------------------------------------------------------------------------------
+def test_bad_headers_and_names_raise_clear_errors(tmp_path, t2v):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 40)
+    with pytest.raises(wanpy.ModelFileError):
+        wanpy.preflight(bad, width=64, height=64, num_frames=5)
+    with pytest.raises(wanpy.ModelFileError, match="is not a dit file"):
+        wanpy.preflight(t2v.vae, width=64, height=64, num_frames=5)
+    with pytest.raises(ValueError, match="neither a file nor a preset; presets: wan2.1-t2v-1.3b"):
+        wanpy.preflight("wan3-t2v", width=64, height=64, num_frames=5)
+    with pytest.raises(ValueError, match="unknown dtype 'q3_z'"):
+        wanpy.preflight("wan2.x-t2v-14b:q3_z", width=64, height=64, num_frames=5)
+    with pytest.raises(ValueError, match="use 157 or 161"):
+        wanpy.preflight("wan2.x-t2v-14b", width=64, height=64, num_frames=160)
+    with pytest.raises(ValueError, match="nearest: 480 or 512"):
+        wanpy.preflight("wan2.2-ti2v-5b", width=500, height=704, num_frames=5)
+
+
+def test_sizes_parse_in_every_spelling():
+    assert parse_size("4GiB") == parse_size("4096MiB") == parse_size(4 * 2**30) == 2**32
+    assert parse_size("0xfffffffc") == 2**32 - 4
+    assert parse_size("4.5GB") == 4_500_000_000
+    for bad in ("", "4 apples", "-1", "0", "1.5B"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
