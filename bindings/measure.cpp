@@ -234,11 +234,11 @@ public:
 
     py::dict dit_graph(bool high_noise, const std::vector<int64_t>& x, const std::vector<int64_t>& context,
                        const std::vector<int64_t>& clip_fea, const std::vector<int64_t>& c_concat,
-                       bool flash_attention, size_t alignment, size_t max_size) {
+                       int64_t timesteps, bool flash_attention, size_t alignment, size_t max_size) {
         MeasureBufferType mb(alignment, max_size);
         DiT& r = dit(high_noise);
         r.set_flash_attention_enabled(flash_attention);
-        auto xt = zeros(x), ts = zeros({1}), ctx = zeros(context);
+        auto xt = zeros(x), ts = zeros({timesteps}), ctx = zeros(context);
         sd::Tensor<float> clip = clip_fea.empty() ? sd::Tensor<float>() : zeros(clip_fea);
         sd::Tensor<float> cc   = c_concat.empty() ? sd::Tensor<float>() : zeros(c_concat);
         return as_dict(r.graph([&]() { return r.build_measure_graph(xt, ts, ctx, clip, cc); }, mb));
@@ -331,7 +331,8 @@ void register_measure(py::module_& m) {
         .def("dit_desc", &Session::dit_desc, py::arg("high_noise"))
         .def("weights", &Session::weights, py::arg("component"), py::arg("alignment"), py::arg("max_size"))
         .def("dit_graph", &Session::dit_graph, py::arg("high_noise"), py::arg("x"), py::arg("context"),
-             py::arg("clip_fea"), py::arg("c_concat"), py::arg("flash_attention"), py::arg("alignment"),
+             py::arg("clip_fea"), py::arg("c_concat"), py::arg("timesteps"), py::arg("flash_attention"),
+             py::arg("alignment"),
              py::arg("max_size"))
         .def("vae_graph", &Session::vae_graph, py::arg("decode"), py::arg("input"), py::arg("flash_attention"),
              py::arg("alignment"), py::arg("max_size"))

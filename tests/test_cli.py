@@ -20,7 +20,7 @@ def test_help_has_examples():
     result = wanpy_cli("--help")
     assert result.returncode == 0
     assert "examples:" in result.stdout and "wanpy demo -o demo.webm" in result.stdout
-    for command in ("info", "generate", "probe", "demo"):
+    for command in ("info", "preflight", "generate", "probe", "demo"):
         sub = wanpy_cli(command, "--help")
         assert sub.returncode == 0, command
         assert "example" in sub.stdout, command
@@ -32,6 +32,29 @@ def test_probe_reports_what_the_file_holds(tmp_path):
     result = wanpy_cli("probe", str(path))
     assert result.returncode == 0, result.stderr
     assert "9 frames" in result.stdout and "48x32" in result.stdout and "16" in result.stdout
+
+
+def test_preflight_exit_status_says_whether_it_fits():
+    result = wanpy_cli("preflight", "wan2.x-t2v-14b", "--size", "832x480", "--frames", "161",
+                       "--max-allocation", "0xfffffffc")
+    assert result.returncode == 3, result.stderr
+    out = result.stdout
+    assert "pre-flight: Wan2.x-T2V-14B (wan2.x-t2v-14b:f16), 832x480, 161 frames" in out
+    assert re.search(r"diffusion_model mul_mat f32 \[63960, 63960, 40\]\s+sampling\s+609\.59 GiB\s+NO", out)
+    assert "DOES NOT FIT: diffusion_model mul_mat f32 [63960, 63960, 40] (sampling) needs 609.59 GiB" in out
+    assert "the device allows 4.00 GiB (4,294,967,292 B)" in out
+    assert "what would fit instead:" in out and "frames fit" in out
+
+    ok = wanpy_cli("preflight", "wan2.1-t2v-1.3b:q4_0", "--size", "64x64", "--frames", "5",
+                   "--max-allocation", "4096MiB", "--total-memory", "8GiB")
+    assert ok.returncode == 0, ok.stderr
+    assert "\nFITS\n" in ok.stdout and "memory 8.00 GiB" in ok.stdout
+
+    bad = wanpy_cli("preflight", "wan2.1-t2v-1.3b", "--size", "64x64", "--frames", "6")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "use 5 or 9" in bad.stderr
+    size = wanpy_cli("preflight", "wan2.1-t2v-1.3b", "--size", "64x64", "--frames", "5", "--max-allocation", "4 apples")
+    assert size.returncode == 2 and "not a size" in size.stderr
 
 
 def test_user_error_is_one_line_without_traceback(tmp_path):
@@ -64,3 +87,4 @@ def test_demo_writes_a_webm_that_probes_as_the_frames_it_printed(tmp_path):
     assert info.frame_count == int(printed.group(1)) == 5
     assert (info.width, info.height) == (64, 64)
     assert "random" in result.stdout and "wanpy generate" in result.stdout
+    assert "pre-flight: Wan2.1-T2V-1.3B" in result.stdout and "\nFITS\n" in result.stdout

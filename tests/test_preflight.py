@@ -27,11 +27,12 @@ def big():
 
 
 def _logged_buffers(lines: list[str]) -> list[tuple[str, float]]:
-    """sd.cpp's own "<runner> compute buffer size: X MB" lines, in order."""
-    out = []
+    """sd.cpp's own "<runner> compute buffer size: X MB" lines, in order (one per VAE tile
+    when tiling: repeats of the same buffer are counted once)."""
+    out: list[tuple[str, float]] = []
     for line in lines:
         m = re.search(r"(\S+) compute buffer size: ([\d.]+) MB", line)
-        if m:
+        if m and (not out or out[-1] != (m.group(1), float(m.group(2)) * MiB)):
             out.append((m.group(1), float(m.group(2)) * MiB))
     return out
 

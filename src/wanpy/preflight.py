@@ -427,11 +427,12 @@ def _measure(s: Any, cfg: _Config, t: _Target, weights_only: bool = False
     clip_fea = [1280, 257 * clip_images] if clip_images else []
     c_concat = [w, h, t_lat, 20] if i2v else []
     x = [w, h, t_lat, z_dim]
+    steps_in = t_lat if ti2v else 1  # sd.cpp gives TI2V-5B one timestep per latent frame
     if has_hn and not weights_only:
         graphs.append(("high-noise sampling", "high_noise_diffusion_model",
-                       s.dit_graph(True, x, context, clip_fea, c_concat, fa, al, ch)))
+                       s.dit_graph(True, x, context, clip_fea, c_concat, steps_in, fa, al, ch)))
     if not weights_only:
-        graphs.append(("sampling", "diffusion_model", s.dit_graph(False, x, context, clip_fea, c_concat, fa, al, ch)))
+        graphs.append(("sampling", "diffusion_model", s.dit_graph(False, x, context, clip_fea, c_concat, steps_in, fa, al, ch)))
         graphs.append(("VAE decode", "vae", _vae(s, True, cfg, w, h, t_lat, scale, fa, al, ch)))
 
     on_host = {"vae"} if cfg.keep_vae_on_cpu and not t.is_cpu else set()
