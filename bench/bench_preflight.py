@@ -45,8 +45,8 @@ def main() -> None:
         warm.append(time.perf_counter() - t)
     base = statistics.median(headers)
     print(f"model: {report.model}; largest {report.largest}")
-    print(f"| what | median ms | x header read |")
-    print(f"|---|---:|---:|")
+    print("| what | median ms | x header read |")
+    print("|---|---:|---:|")
     print(f"| read 3 headers (baseline) | {base * 1000:.1f} | 1.0 |")
     for label, xs in (("pre-flight, new session", cold), ("pre-flight, session reused", warm)):
         print(f"| {label} | {statistics.median(xs) * 1000:.1f} | {statistics.median(xs) / base:.1f} |")

@@ -53,7 +53,8 @@ GPU_BACKENDS = frozenset({"vulkan", "cuda", "hip", "metal"})
 class Device:
     """A device this build can run on.
 
-    ``max_allocation`` is the largest single buffer that can be allocated on it:
+    ``buffer_alignment`` and ``buffer_max_size`` are ggml's for its buffers (the pre-flight
+    sizes graphs with them). ``max_allocation`` is the largest single buffer that can be allocated on it:
     None means no per-allocation ceiling (CPU, CUDA, HIP). For Vulkan it is
     ``min(max_memory_allocation_size, ggml_max_buffer_size)``: the driver refuses
     any vkAllocateMemory above the first, ggml refuses any buffer above the second
