@@ -25,8 +25,6 @@
 #include "model.h"
 #include "wan.hpp"
 
-extern const char* model_version_to_str[];  // stable-diffusion.cpp
-
 namespace wanpy {
 namespace {
 
@@ -60,14 +58,12 @@ struct Measured {
     std::string op;            // and the op that produces it ("weight" for weights)
     std::vector<int64_t> shape;
     ggml_type type = GGML_TYPE_F32;
-    int tensors    = 0;
 };
 
 size_t aligned(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
 void consider(Measured& m, const ggml_tensor* t, size_t alignment, const char* op) {
     size_t n = aligned(ggml_nbytes(t), alignment);
-    m.tensors += 1;
     if (n <= m.largest) return;
     m.largest = n;
     m.name    = t->name;
@@ -178,7 +174,6 @@ py::dict as_dict(const Measured& m) {
     d["op"]      = m.op;
     d["shape"]   = m.shape;
     d["type"]    = std::string(ggml_type_name(m.type));
-    d["tensors"] = m.tensors;
     return d;
 }
 
@@ -209,9 +204,6 @@ public:
         clip_vision_.reset();
         ggml_backend_free(backend_);
     }
-
-    std::string version() const { return model_version_to_str[version_]; }
-    bool is_wan() const { return sd_version_is_wan(version_); }
 
     bool has(const std::string& prefix) {
         for (const auto& [name, _] : loader_.get_tensor_storage_map()) {
@@ -325,8 +317,6 @@ void register_measure(py::module_& m) {
         .def(py::init<const std::vector<std::tuple<std::string, std::string>>&,
                       const std::vector<std::tuple<std::string, int, std::vector<int64_t>>>&>(),
              py::arg("files"), py::arg("tensors"), py::call_guard<py::gil_scoped_release>())
-        .def_property_readonly("version", &Session::version)
-        .def_property_readonly("is_wan", &Session::is_wan)
         .def("has", &Session::has, py::arg("prefix"))
         .def("dit_desc", &Session::dit_desc, py::arg("high_noise"))
         .def("weights", &Session::weights, py::arg("component"), py::arg("alignment"), py::arg("max_size"))

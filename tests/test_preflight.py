@@ -10,7 +10,7 @@ import pytest
 
 import wanpy
 from wanpy import _logging
-from wanpy.preflight import PRESETS, parse_size
+from wanpy.preflight import PRESETS, parse_bytes
 from wanpy.testing import cached_model_set
 
 MiB = 2**20
@@ -237,9 +237,9 @@ def test_bad_headers_and_names_raise_clear_errors(tmp_path, t2v):
 
 
 def test_sizes_parse_in_every_spelling():
-    assert parse_size("4GiB") == parse_size("4096MiB") == parse_size(4 * 2**30) == 2**32
-    assert parse_size("0xfffffffc") == 2**32 - 4
-    assert parse_size("4.5GB") == 4_500_000_000
+    assert parse_bytes("4GiB") == parse_bytes("4096MiB") == parse_bytes(4 * 2**30) == 2**32
+    assert parse_bytes("0xfffffffc") == 2**32 - 4
+    assert parse_bytes("4.5GB") == 4_500_000_000
     for bad in ("", "4 apples", "-1", "0", "1.5B"):
         with pytest.raises(ValueError):
-            parse_size(bad)
+            parse_bytes(bad)

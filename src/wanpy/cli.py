@@ -19,10 +19,10 @@ EXIT_DOES_NOT_FIT = 3  # an AllocationTooLargeError
 
 def parse_bytes(text: str) -> int:
     """'4GiB', '4096MiB', '0xfffffffc', '4294967292' -> bytes."""
-    from wanpy.preflight import parse_size as parse_byte_size
+    from wanpy.preflight import parse_bytes as byte_count  # (wanpy.preflight the attribute is the function)
 
     try:
-        return parse_byte_size(text)
+        return byte_count(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -126,6 +126,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_memory_options(p: argparse.ArgumentParser) -> None:
+    """The WanPipeline options that change what is allocated (shared by preflight and generate)."""
+    p.add_argument("--flash-attention", action="store_true")
+    p.add_argument("--vae-tiling", action="store_true")
+    p.add_argument("--offload-to-cpu", action="store_true")
+    p.add_argument("--keep-vae-on-cpu", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -167,10 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-vision")
     p.add_argument("--init-image", action="store_true", help="an init image goes in")
     p.add_argument("--end-image", action="store_true", help="an end image goes in")
-    p.add_argument("--flash-attention", action="store_true")
-    p.add_argument("--vae-tiling", action="store_true")
-    p.add_argument("--offload-to-cpu", action="store_true")
-    p.add_argument("--keep-vae-on-cpu", action="store_true")
+    _add_memory_options(p)
     p.add_argument("--device", type=int, help="device index (wanpy info)")
     p.add_argument("--max-allocation", type=parse_bytes, help="per-allocation ceiling, e.g. 4GiB or 0xfffffffc")
     p.add_argument("--total-memory", type=parse_bytes, help="device memory, e.g. 96GiB")
@@ -205,10 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--moe-boundary", type=float)
     p.add_argument("--init-image")
     p.add_argument("--end-image")
-    p.add_argument("--flash-attention", action="store_true")
-    p.add_argument("--vae-tiling", action="store_true")
-    p.add_argument("--offload-to-cpu", action="store_true")
-    p.add_argument("--keep-vae-on-cpu", action="store_true")
+    _add_memory_options(p)
     p.add_argument("--threads", type=int)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-o", "--output", required=True, help=".webm, .mp4 or .gif")

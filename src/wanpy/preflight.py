@@ -39,12 +39,12 @@ from typing import Any
 
 from wanpy import _core
 from wanpy.errors import AllocationTooLargeError, ModelFileError
-from wanpy.model_files import GGML_TYPES, TensorInfo, _sdcpp_ne, identify, read_header
+from wanpy.model_files import GGML_TYPES, ModelKind, TensorInfo, _sdcpp_ne, identify, read_header
 from wanpy.system import Device, devices
 
 logger = logging.getLogger("wanpy")
 
-__all__ = ["PRESETS", "Allocation", "PhaseTotal", "Preflight", "preflight", "parse_size", "refusal"]
+__all__ = ["PRESETS", "Allocation", "PhaseTotal", "Preflight", "preflight", "parse_bytes", "refusal"]
 
 GiB = 2**30
 VK_DEFAULT_BLOCK = GiB  # ggml-vulkan's default sub-allocation block (buffer chunk) size
@@ -117,7 +117,7 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2
                "t": 1000**4, "tb": 1000**4, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
-def parse_size(text: str | int) -> int:
+def parse_bytes(text: str | int) -> int:
     """Bytes from ``4GiB``, ``4096MiB``, ``4.5GB``, ``0xfffffffc`` or plain bytes."""
     if isinstance(text, int) and not isinstance(text, bool):
         if text <= 0:
@@ -263,16 +263,22 @@ def _session(src: _Sources) -> Any:
     return s
 
 
-def _checked_file(path: str | os.PathLike[str], component: str, expected: str) -> str:
+@functools.lru_cache(maxsize=64)
+def _identified(key: tuple[str, int, int]) -> ModelKind:
+    """A file's identification, once per file version (``_file_key``)."""
+    return identify(read_header(key[0]))
+
+
+def _checked_file(path: str | os.PathLike[str], component: str, expected: str) -> tuple[str, ModelKind]:
     p = os.fspath(path)
     if not Path(p).is_file():
         raise FileNotFoundError(f"{component}: no such file: {p}")
-    kind = identify(read_header(p))
+    kind = _identified(_file_key(p))
     if kind.kind != expected:
         raise ModelFileError(f"{component}: {p} is not a {expected.replace('_', ' ')} file ({kind})", path=p)
     if not kind.supported:
         raise ModelFileError(f"{component}: sd.cpp cannot use {p}: {'; '.join(kind.problems) or kind}", path=p)
-    return p
+    return p, kind
 
 
 _DIT_PREFIX = "model.diffusion_model."
@@ -280,7 +286,7 @@ _HIGH_PREFIX = "model.high_noise_diffusion_model."
 
 
 def _sources(model: str | os.PathLike[str], *, vae: Any, text_encoder: Any, high_noise: Any,
-             clip_vision: Any) -> tuple[_Sources, _Preset | None]:
+             clip_vision: Any) -> _Sources:
     files: list[tuple[str, str]] = []
     presets: list[tuple[str, str, str, str]] = []
     preset = None
@@ -292,44 +298,34 @@ def _sources(model: str | os.PathLike[str], *, vae: Any, text_encoder: Any, high
         if preset.two_experts and high_noise is None:
             presets.append(("dit", preset.dit, dtype, _HIGH_PREFIX))
         label = f"{base}:{dtype}"
+        vae_version = preset.vae
     else:
         if isinstance(model, str) and not Path(model).exists() and not re.search(r"[/\\.]", model):
             raise ValueError(f"{model!r} is neither a file nor a preset; presets: {', '.join(PRESETS)} "
                              "(optionally with :dtype, e.g. wan2.x-t2v-14b:q4_k)")
-        files.append((_checked_file(model, "diffusion_model", "dit"), _DIT_PREFIX))
-        label = Path(os.fspath(model)).name
+        path, kind = _checked_file(model, "diffusion_model", "dit")
+        files.append((path, _DIT_PREFIX))
+        label = Path(path).name
+        vae_version = "2.2" if kind.family == "wan2.2-ti2v-5b" else "2.1"  # the family's published VAE
     if high_noise is not None:
-        files.append((_checked_file(high_noise, "high_noise_diffusion_model", "dit"), _HIGH_PREFIX))
+        files.append((_checked_file(high_noise, "high_noise_diffusion_model", "dit")[0], _HIGH_PREFIX))
     if vae is not None:
-        files.append((_checked_file(vae, "vae", "vae"), "vae."))
+        files.append((_checked_file(vae, "vae", "vae")[0], "vae."))
     else:
-        vae_version = preset.vae if preset else None
-        presets.append(("vae", vae_version or "?", "f16", "first_stage_model."))
+        presets.append(("vae", vae_version, "f16", "first_stage_model."))
     if text_encoder is not None:
         te = _parse_preset(text_encoder, "text_encoder") if isinstance(text_encoder, str) and not Path(
             text_encoder).exists() else None
         if te is not None:
             presets.append(("text_encoder", "", te[1], "text_encoders.t5xxl.transformer."))
         else:
-            files.append((_checked_file(text_encoder, "text_encoder", "text_encoder"),
+            files.append((_checked_file(text_encoder, "text_encoder", "text_encoder")[0],
                           "text_encoders.t5xxl.transformer."))
     if clip_vision is not None:
-        files.append((_checked_file(clip_vision, "clip_vision", "clip_vision"), "cond_stage_model.transformer."))
+        files.append((_checked_file(clip_vision, "clip_vision", "clip_vision")[0], "cond_stage_model.transformer."))
     elif preset is not None and preset.clip_vision:
         presets.append(("clip_vision", "", "f16", "cond_stage_model.transformer."))
-    return _Sources(tuple(files), tuple(presets), label), preset
-
-
-def _default_vae_version(src: _Sources) -> _Sources:
-    """A file model without a VAE file: take the published VAE its family uses."""
-    fixed = []
-    for kind, key, dtype, prefix in src.presets:
-        if kind == "vae" and key == "?":
-            dit_file = next(p for p, pre in src.files if pre == _DIT_PREFIX)
-            k = identify(read_header(dit_file))
-            key = "2.2" if k.family == "wan2.2-ti2v-5b" else "2.1"
-        fixed.append((kind, key, dtype, prefix))
-    return dataclasses.replace(src, presets=tuple(fixed))
+    return _Sources(tuple(files), tuple(presets), label)
 
 
 # --- the measurement for one configuration -------------------------------------------------
@@ -364,6 +360,11 @@ def _tile(latent: int, requested: int, factor: float = 1.0) -> int:
     size = requested if requested >= 4 else 32
     size = int(size * factor)
     return max(min(size, latent), 4)
+
+
+def _largest_first(a: Allocation) -> tuple[int, bool]:
+    """Biggest first; at equal size the tensor before the buffer chunk it fills."""
+    return (-a.nbytes, a.kind not in ("tensor", "weight tensor"))
 
 
 def _buffer(total: int, largest: int, chunk: int) -> int:
@@ -474,17 +475,14 @@ def _shape(ne: Any) -> str:
 def _evaluate(s: Any, cfg: _Config, t: _Target, weights_only: bool = False
               ) -> tuple[bool, Allocation, tuple[Allocation, ...], tuple[PhaseTotal, ...], int, tuple[str, ...], str]:
     allocs, phases, desc = _measure(s, cfg, t, weights_only)
-    # name the tensor rather than the buffer chunk it fills, when they are the same size
-    largest = min(allocs, key=lambda a: (-a.nbytes, a.kind not in ("tensor", "weight tensor")))
+    largest = min(allocs, key=_largest_first)
     peak = max(p.device for p in phases)
     problems = []
     if t.max_allocation is not None:
-        for a in sorted(allocs, key=lambda a: (-a.nbytes, a.kind not in ("tensor", "weight tensor"))):
-            if a.nbytes > t.max_allocation and a.kind in ("tensor", "weight tensor", "weights buffer",
-                                                             "compute buffer"):
-                problems.append(f"{a.name} ({a.phase}) needs {_fmt(a.nbytes)} ({a.nbytes:,} B) in one allocation; "
-                                f"the device allows {_fmt(t.max_allocation)} ({t.max_allocation:,} B)")
-                break
+        if largest.nbytes > t.max_allocation:
+            a = largest
+            problems.append(f"{a.name} ({a.phase}) needs {_fmt(a.nbytes)} ({a.nbytes:,} B) in one allocation; "
+                            f"the device allows {_fmt(t.max_allocation)} ({t.max_allocation:,} B)")
     if t.total_memory is not None and peak > t.total_memory:
         worst = max(phases, key=lambda p: p.device)
         problems.append(f"{worst.phase} needs {_fmt(worst.device)} of device memory; the device has "
@@ -583,13 +581,13 @@ def _target(device: Device | int | None, max_allocation: int | str | None, total
             raise ValueError(f"device {index} does not exist; devices: "
                              f"{', '.join(f'{d.index} {d.name}' for d in devs)}")
         dev = matches[0]
-    limit = dev.max_allocation if max_allocation is None else parse_size(max_allocation)
+    limit = dev.max_allocation if max_allocation is None else parse_bytes(max_allocation)
     chunk = dev.buffer_max_size or 2**64 - 1
     if max_allocation is not None:
         # a device with a per-allocation ceiling, as ggml-vulkan splits buffers for it
         chunk = min(chunk, VK_DEFAULT_BLOCK, limit) if dev.buffer_max_size else min(VK_DEFAULT_BLOCK, limit)
     if total_memory is not None:
-        memory: int | None = parse_size(total_memory)
+        memory: int | None = parse_bytes(total_memory)
     elif max_allocation is not None:
         memory = None  # a modelled device: its memory is only checked when given
     else:
@@ -643,9 +641,8 @@ def preflight(model: str | os.PathLike[str], *, width: int, height: int, num_fra
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
     num_frames = check_num_frames(num_frames)
-    src, _preset = _sources(model, vae=vae, text_encoder=text_encoder, high_noise=high_noise_diffusion_model,
-                            clip_vision=clip_vision)
-    src = _default_vae_version(src)
+    src = _sources(model, vae=vae, text_encoder=text_encoder, high_noise=high_noise_diffusion_model,
+                   clip_vision=clip_vision)
     s = _session(src)
     desc = s.dit_desc(False)
     multiple = 32 if desc == "Wan2.2-TI2V-5B" else 16
@@ -669,10 +666,8 @@ def preflight(model: str | os.PathLike[str], *, width: int, height: int, num_fra
 
 def refusal(report: Preflight) -> AllocationTooLargeError:
     """The exception a pipeline raises for a report that does not fit."""
-    over = [a for a in report.allocations
-            if report.max_allocation is not None and a.nbytes > report.max_allocation]
-    if over:
-        a = min(over, key=lambda a: (-a.nbytes, a.kind not in ("tensor", "weight tensor")))
+    a = report.largest
+    if report.max_allocation is not None and a.nbytes > report.max_allocation:
         required, limit, what = a.nbytes, report.max_allocation, a
     else:
         worst = max(report.phases, key=lambda p: p.device)
