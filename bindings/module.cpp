@@ -12,4 +12,5 @@ PYBIND11_MODULE(_core, m) {
     wanpy::register_context(m);
     wanpy::register_generation(m);
     wanpy::register_measure(m);
+    wanpy::register_attention(m);
 }
