@@ -88,12 +88,17 @@ def _generation_kwargs(args: argparse.Namespace) -> dict:
 def _cmd_generate(args: argparse.Namespace) -> int:
     import wanpy
 
-    with wanpy.WanPipeline(args.diffusion_model, args.vae, args.text_encoder, args.high_noise_diffusion_model,
-                           args.clip_vision, flash_attention=args.flash_attention, vae_tiling=args.vae_tiling,
-                           offload_to_cpu=args.offload_to_cpu, keep_vae_on_cpu=args.keep_vae_on_cpu,
-                           n_threads=args.threads) as pipe:
-        video = pipe.generate_video(args.prompt, progress=not args.no_progress, **_generation_kwargs(args))
+    video = wanpy.generate_video(
+        args.prompt, diffusion_model=args.diffusion_model, vae=args.vae, text_encoder=args.text_encoder,
+        high_noise_diffusion_model=args.high_noise_diffusion_model, clip_vision=args.clip_vision,
+        flash_attention=args.flash_attention, vae_tiling=args.vae_tiling, offload_to_cpu=args.offload_to_cpu,
+        keep_vae_on_cpu=args.keep_vae_on_cpu, n_threads=args.threads, fit=args.fit,
+        progress=not args.no_progress, **_generation_kwargs(args))
     path = video.save(args.output)
+    fit = video.params["fit"]
+    if isinstance(fit, dict):
+        chosen = ", ".join(f"{k}={v['chosen']}" for k, v in fit["changed"].items())
+        print(f"fit auto: {chosen or 'fits as asked'}")
     print(video)
     print(f"wrote {path}")
     _print_probe(path)
@@ -212,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end-image")
     _add_memory_options(p)
     p.add_argument("--threads", type=int)
+    p.add_argument("--fit", choices=("strict", "auto"), default="strict",
+                   help="when the pre-flight says it does not fit: refuse (strict, default) or choose the "
+                        "cheapest settings that fit (auto: flash attention, VAE tiling, VAE on CPU, offload; "
+                        "never a smaller size or fewer frames)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-o", "--output", required=True, help=".webm, .mp4 or .gif")
     p.set_defaults(func=_cmd_generate)

@@ -25,7 +25,7 @@ from wanpy import _core, _logging
 from wanpy.errors import Cancelled, GenerationError, LoadError, ModelFileError
 from wanpy.families import DEFAULT_SAMPLE_METHOD, DEFAULT_SCHEDULER, FAMILIES, Family
 from wanpy.progress import GenerationMonitor, Progress
-from wanpy.preflight import Preflight, refusal
+from wanpy.preflight import FIT_MODES, FitChoice, Preflight, choose_fit, refusal
 from wanpy.preflight import preflight as run_preflight
 from wanpy.system import Device, backend_warnings, devices
 from wanpy.validation import (
@@ -182,6 +182,29 @@ class WanPipeline:
                      report.seconds * 1000)
         return report
 
+    def _choose_fit(self, width: int, height: int, num_frames: int, *, init_image: bool, end_image: bool,
+                    tile_size: tuple[int, int] | None, tile_overlap: float) -> FitChoice:
+        """fit="auto": the cheapest settings that fit; reloads when a load-time setting changes."""
+        f = self.files
+        choice = choose_fit(
+            f["diffusion_model"], width=width, height=height, num_frames=num_frames,
+            flash_attention=self.flash_attention, vae_tiling=self.vae_tiling, offload_to_cpu=self.offload_to_cpu,
+            keep_vae_on_cpu=self.keep_vae_on_cpu, tile_size=tile_size, tile_overlap=tile_overlap,
+            text_encoder=f["text_encoder"], vae=f["vae"], high_noise_diffusion_model=f["high_noise_diffusion_model"],
+            clip_vision=f["clip_vision"], device=self.device, init_image=init_image, end_image=end_image)
+        at_load = {k: v for k, (_, v) in choice.changed.items() if k in _LOAD_SETTINGS}
+        if at_load:
+            logger.warning("fit='auto': reloading %s with %s", self.family.name,
+                           ", ".join(f"{k}={v}" for k, v in at_load.items()))
+            self.close()
+            for k, v in at_load.items():
+                setattr(self, k, v)
+            start = time.perf_counter()
+            with _NATIVE_LOCK, self._device_selected():
+                self._ctx = self._load()
+            self.load_seconds = time.perf_counter() - start
+        return choice
+
     # --- loading -------------------------------------------------------------------
     def _check_components(self) -> None:
         f, files = self.family, self.files
@@ -271,7 +294,7 @@ class WanPipeline:
         high_noise_cfg_scale: float | None = None, high_noise_sample_method: str | None = None,
         high_noise_scheduler: str | None = None, loras: Sequence[Lora | tuple] = (),
         tile_size: tuple[int, int] | None = None, tile_overlap: float = 0.5, preflight: bool = True,
-        progress: bool = True, callback: Callable[[Progress], Any] | None = None,
+        fit: str = "strict", progress: bool = True, callback: Callable[[Progress], Any] | None = None,
     ) -> Video:
         """Generate a video; returns frames uint8 (T, H, W, 3) with everything that shaped them.
 
@@ -289,6 +312,11 @@ class WanPipeline:
         and raises ``wanpy.AllocationTooLargeError`` when one exceeds the device's
         per-allocation ceiling or a phase its memory; ``video.params["preflight"]``
         records the largest allocation and the peak.
+        ``fit="auto"`` instead chooses the cheapest settings that fit (``wanpy.preflight.choose_fit``:
+        flash attention, VAE tiling and a tile size, the VAE on the CPU, offloading; never a
+        smaller size or fewer frames) and records them in ``video.params["fit"]``; a setting
+        fixed at load (flash_attention, keep_vae_on_cpu, offload_to_cpu) reloads the weights
+        with it, and the pipeline keeps it. ``fit="strict"`` (default) refuses instead.
         ``callback(progress)`` is called per step; returning False, raising or Ctrl-C
         stop the generation with ``wanpy.Cancelled`` (the pipeline stays usable).
         """
@@ -298,15 +326,7 @@ class WanPipeline:
         fam = self.family
         prompt = check_text("prompt", prompt)
         negative_prompt = check_text("negative_prompt", negative_prompt)
-        fps_value = check_fps(fam.fps if fps is None else fps, maximum=240)
-        if num_frames is not None and duration is not None:
-            raise TypeError("pass num_frames or duration, not both")
-        if duration is not None:
-            n = frames_for_duration(duration, fps_value, align=align)
-        else:
-            n = check_num_frames(fam.num_frames if num_frames is None else num_frames, align=align)
-        w, h = check_size(fam.width if width is None else width, fam.height if height is None else height,
-                          fam.size_multiple, fam.name)
+        w, h, n, fps_value = _request_shape(fam, width, height, num_frames, duration, fps, align)
         steps_v = check_int("steps", fam.steps if steps is None else steps, minimum=1, maximum=1000)
         cfg = check_float("cfg_scale", fam.cfg_scale if cfg_scale is None else cfg_scale, minimum=0, maximum=100)
         shift = check_float("flow_shift", fam.flow_shift if flow_shift is None else flow_shift,
@@ -399,9 +419,26 @@ class WanPipeline:
                           high_noise_scheduler=hn_sched)
         if not isinstance(preflight, bool):
             raise TypeError(f"preflight must be True or False, got {preflight!r}")
+        if fit not in FIT_MODES:
+            raise ValueError(f"fit must be one of {', '.join(map(repr, FIT_MODES))}, got {fit!r}")
+        if fit == "auto" and not preflight:
+            raise ValueError("fit='auto' chooses settings from the pre-flight: it cannot run with preflight=False")
+        vae_tiling = self.vae_tiling
+        params["fit"] = fit
+        if fit == "auto":
+            choice = self._choose_fit(w, h, n, init_image=init is not None, end_image=end is not None,
+                                      tile_size=None if tile_size is None else (tile_x, tile_y), tile_overlap=overlap)
+            vae_tiling = choice.settings["vae_tiling"]
+            if choice.settings["tile_size"] is not None:
+                tile_x, tile_y = choice.settings["tile_size"]
+            params.update({k: v for k, v in choice.settings.items() if k != "tile_size"},
+                          tile_size=choice.settings["tile_size"], fit=choice.as_params())
+            report = choice.report
         if preflight:
-            report = self._preflight(w, h, n, init_image=init is not None, end_image=end is not None,
-                                     tile_size=None if tile_size is None else (tile_x, tile_y), tile_overlap=overlap)
+            if fit == "strict":
+                report = self._preflight(w, h, n, init_image=init is not None, end_image=end is not None,
+                                         tile_size=None if tile_size is None else (tile_x, tile_y),
+                                         tile_overlap=overlap)
             params["preflight"] = {"fits": True, "largest": report.largest.name,
                                    "largest_bytes": report.largest.nbytes, "peak_bytes": report.peak,
                                    "max_allocation": report.max_allocation, "total_memory": report.total_memory}
@@ -427,7 +464,7 @@ class WanPipeline:
                         high_noise_cfg_scale=hn_cfg, high_noise_sample_method=hn_method,
                         high_noise_scheduler=hn_sched, moe_boundary=boundary,
                         loras=[(l.path, l.multiplier, l.high_noise) for l in lora_list],
-                        vae_tiling=self.vae_tiling, tile_size_x=tile_x, tile_size_y=tile_y,
+                        vae_tiling=vae_tiling, tile_size_x=tile_x, tile_size_y=tile_y,
                         tile_overlap=overlap, progress=monitor.on_progress)
             except KeyboardInterrupt as exc:
                 raise Cancelled("generation interrupted (Ctrl-C)") from exc
@@ -467,6 +504,37 @@ class WanPipeline:
         return f"<WanPipeline {self.family.name} {state}>"
 
 
+def _request_shape(fam: Family, width: int | None, height: int | None, num_frames: int | None,
+                   duration: float | None, fps: float | None, align: Align | None) -> tuple[int, int, int, float]:
+    """Validated (width, height, num_frames, fps), the family's defaults for None."""
+    fps_value = check_fps(fam.fps if fps is None else fps, maximum=240)
+    if num_frames is not None and duration is not None:
+        raise TypeError("pass num_frames or duration, not both")
+    if duration is not None:
+        n = frames_for_duration(duration, fps_value, align=align)
+    else:
+        n = check_num_frames(fam.num_frames if num_frames is None else num_frames, align=align)
+    w, h = check_size(fam.width if width is None else width, fam.height if height is None else height,
+                      fam.size_multiple, fam.name)
+    return w, h, n, fps_value
+
+
+def _fit_before_loading(files: dict[str, Any], settings: dict[str, Any], device: Device | int | None,
+                        generation: dict[str, Any]) -> FitChoice:
+    """One-shot fit="auto": choose before the weights are loaded, so they load once."""
+    fam = _family_of(check_file("diffusion_model", files["diffusion_model"]),
+                     two_experts=files["high_noise_diffusion_model"] is not None)
+    g = generation.get
+    w, h, n, _ = _request_shape(fam, g("width"), g("height"), g("num_frames"), g("duration"), g("fps"), g("align"))
+    tile = g("tile_size")
+    return choose_fit(files["diffusion_model"], width=w, height=h, num_frames=n, tile_size=None if tile is None
+                      else tuple(tile), tile_overlap=g("tile_overlap", 0.5), device=device,
+                      init_image=g("init_image") is not None or g("continue_from") is not None,
+                      end_image=g("end_image") is not None, **settings,
+                      **{k: v for k, v in files.items() if k != "diffusion_model"})
+
+
+_LOAD_SETTINGS = ("flash_attention", "keep_vae_on_cpu", "offload_to_cpu")
 _PIPELINE_KEYS = ("diffusion_model", "vae", "text_encoder", "high_noise_diffusion_model", "clip_vision",
                   "flash_attention", "vae_tiling", "offload_to_cpu", "keep_vae_on_cpu", "n_threads", "device")
 
@@ -483,12 +551,20 @@ def generate_video(prompt: str, *, diffusion_model: str | os.PathLike[str], vae:
     Takes every argument of :class:`WanPipeline` and of :meth:`WanPipeline.generate_video`
     (unknown names raise TypeError there).
     """
-    with WanPipeline(diffusion_model, vae, text_encoder, high_noise_diffusion_model, clip_vision,
-                     flash_attention=flash_attention, vae_tiling=vae_tiling, offload_to_cpu=offload_to_cpu,
-                     keep_vae_on_cpu=keep_vae_on_cpu, n_threads=n_threads, device=device,
-                     preflight=generation.get("preflight", True)) as pipe:
+    files = {"vae": vae, "text_encoder": text_encoder, "high_noise_diffusion_model": high_noise_diffusion_model,
+             "clip_vision": clip_vision}
+    settings = {"flash_attention": flash_attention, "vae_tiling": vae_tiling, "offload_to_cpu": offload_to_cpu,
+                "keep_vae_on_cpu": keep_vae_on_cpu}
+    choice = None
+    if generation.get("fit") == "auto" and generation.get("preflight", True) is True:
+        choice = _fit_before_loading({"diffusion_model": diffusion_model, **files}, settings, device, generation)
+        settings.update({k: v for k, v in choice.settings.items() if k in settings})
+    with WanPipeline(diffusion_model, vae, text_encoder, high_noise_diffusion_model, clip_vision, **settings,
+                     n_threads=n_threads, device=device, preflight=generation.get("preflight", True)) as pipe:
         video = pipe.generate_video(prompt, **generation)
         video = dataclasses.replace(video, timings=dataclasses.replace(video.timings, load=pipe.load_seconds))
+    if choice is not None:
+        video.params["fit"] = choice.as_params()  # what changed from this call's arguments
     if output is not None:
         video.save(Path(output))
     return video

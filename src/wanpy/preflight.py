@@ -44,7 +44,8 @@ from wanpy.system import Device, devices
 
 logger = logging.getLogger("wanpy")
 
-__all__ = ["PRESETS", "Allocation", "PhaseTotal", "Preflight", "preflight", "parse_bytes", "refusal"]
+__all__ = ["PRESETS", "FIT_MODES", "Allocation", "FitChoice", "PhaseTotal", "Preflight", "choose_fit", "preflight",
+           "parse_bytes", "refusal"]
 
 GiB = 2**30
 VK_DEFAULT_BLOCK = GiB  # ggml-vulkan's default sub-allocation block (buffer chunk) size
@@ -168,6 +169,7 @@ class Allocation:
     shape: tuple[int, ...] = ()
     dtype: str = ""
     buffer_total: int = 0
+    on_device: bool = True  # False: in host memory (a VAE kept on the CPU), no device ceiling
 
     def __str__(self) -> str:
         return f"{self.name} ({self.phase}): {_fmt(self.nbytes)}"
@@ -214,8 +216,10 @@ class Preflight:
             f"{'allocation':<58} {'phase':<20} {'size':>11}  fits",
         ]
         for a in sorted(self.allocations, key=lambda a: -a.nbytes):
-            ok = self.max_allocation is None or a.nbytes <= self.max_allocation
-            lines.append(f"{a.name[:58]:<58} {a.phase:<20} {_fmt(a.nbytes):>11}  {'yes' if ok else 'NO'}")
+            ok = self.max_allocation is None or a.nbytes <= self.max_allocation or not a.on_device
+            where = "" if a.on_device else " (host)"
+            lines.append(f"{(a.name[:58 - len(where)] + where):<58} {a.phase:<20} {_fmt(a.nbytes):>11}  "
+                         f"{'yes' if ok else 'NO'}")
         lines += ["", f"{'phase':<24} {'device memory':>14} {'host memory':>12}"]
         for ph in self.phases:
             lines.append(f"{ph.phase:<24} {_fmt(ph.device):>14} {_fmt(ph.host):>12}")
@@ -436,15 +440,17 @@ def _measure(s: Any, cfg: _Config, t: _Target, weights_only: bool = False
         graphs.append(("VAE decode", "vae", _vae(s, True, cfg, w, h, t_lat, scale, fa, al, ch)))
 
     on_host = {"vae"} if cfg.keep_vae_on_cpu and not t.is_cpu else set()
+    allocs = [dataclasses.replace(a, on_device=False) if a.component in on_host else a for a in allocs]
     resident = 0 if cfg.offload_to_cpu else sum(v for k, v in weights.items() if k not in on_host)
     host_weights = sum(weights.values()) - resident
     phases = [PhaseTotal("load", resident, host_weights)]
     for phase, comp, m in graphs:
         total, largest = int(m["total"]), int(m["largest"])
+        dev = comp not in on_host
         allocs.append(Allocation(f"{comp} compute buffer", phase, _buffer(total, largest, ch), comp,
-                                 "compute buffer", buffer_total=total))
+                                 "compute buffer", buffer_total=total, on_device=dev))
         allocs.append(Allocation(f"{comp} {m['op'].lower()} {m['type']} {_shape(m['shape'])}", phase, largest, comp,
-                                 "tensor", tuple(m["shape"]), m["type"], total))
+                                 "tensor", tuple(m["shape"]), m["type"], total, dev))
         if comp in on_host:
             phases.append(PhaseTotal(phase, resident, host_weights + total))
         else:
@@ -475,7 +481,7 @@ def _shape(ne: Any) -> str:
 def _evaluate(s: Any, cfg: _Config, t: _Target, weights_only: bool = False
               ) -> tuple[bool, Allocation, tuple[Allocation, ...], tuple[PhaseTotal, ...], int, tuple[str, ...], str]:
     allocs, phases, desc = _measure(s, cfg, t, weights_only)
-    largest = min(allocs, key=_largest_first)
+    largest = min([a for a in allocs if a.on_device] or allocs, key=_largest_first)
     peak = max(p.device for p in phases)
     problems = []
     if t.max_allocation is not None:
@@ -511,14 +517,14 @@ def _suggest(s: Any, cfg: _Config, t: _Target, multiple: int) -> tuple[str, ...]
         options.append(("keep_vae_on_cpu=True", dataclasses.replace(cfg, keep_vae_on_cpu=True)))
     if not t.is_cpu and not cfg.offload_to_cpu:
         options.append(("offload_to_cpu=True", dataclasses.replace(cfg, offload_to_cpu=True)))
-    best = cfg
     for label, c in options:
         ok, largest = _fits(s, c, t)
         out.append(f"{label}: largest becomes {_fmt(largest)}" + (" and it fits" if ok else ", still does not fit"))
-        if ok and best is cfg:
-            best = c
-    # frames at this size, with the cheapest option set that helps (or as asked)
-    search = dataclasses.replace(cfg, flash_attention=True, vae_tiling=True) if best is cfg else best
+    best, _ = _choose(s, cfg, t)
+    if best is not None:
+        out.insert(0, f"fit='auto' would choose {_changes(cfg, best)}: the cheapest settings that fit")
+    # frames at this size, with the cheapest option set that fits (or all cheap ones on)
+    search = best or _smallest_vae_tile(s, dataclasses.replace(cfg, flash_attention=True, vae_tiling=True), t)
     with_opts = "" if search == cfg else " (" + _changes(cfg, search) + ")"
     k = _largest_fitting(lambda k: _fits(s, dataclasses.replace(search, num_frames=4 * k + 1), t)[0],
                          (cfg.num_frames - 1) // 4)
@@ -542,6 +548,20 @@ def _suggest(s: Any, cfg: _Config, t: _Target, multiple: int) -> tuple[str, ...]
     if t.max_allocation is not None:
         out.append("a HIP, CUDA or CPU build has no per-allocation ceiling")
     return tuple(out)
+
+
+def _smallest_vae_tile(s: Any, cfg: _Config, t: _Target) -> _Config:
+    """With tiling and no tile size asked: the largest tile whose VAE allocations fit."""
+    if t.max_allocation is None or cfg.tile_size is not None:
+        return cfg
+    limit = t.max_allocation
+
+    def vae_fits(n: int) -> bool:
+        allocs = _measure(s, dataclasses.replace(cfg, tile_size=(n, n)), t)[0]
+        return all(a.nbytes <= limit for a in allocs if a.component == "vae")
+
+    n = _largest_fitting(vae_fits, 32, start=4)
+    return cfg if n in (None, 32) else dataclasses.replace(cfg, tile_size=(n, n))
 
 
 def _changes(a: _Config, b: _Config) -> str:
@@ -594,7 +614,10 @@ def _target(device: Device | int | None, max_allocation: int | str | None, total
         memory = dev.total_memory
     name = dev.name + (f" with max_allocation {_fmt(limit)}" if max_allocation is not None else "") + \
         (f" with total_memory {_fmt(memory)}" if total_memory is not None else "")
-    return _Target(dev.buffer_alignment, chunk, limit, memory or None, name, dev.type == "cpu")
+    # a modelled device (max_allocation given) is a GPU: keeping the VAE on the CPU and
+    # offloading weights are options there
+    return _Target(dev.buffer_alignment, chunk, limit, memory or None, name,
+                   dev.type == "cpu" and max_allocation is None)
 
 
 def preflight(model: str | os.PathLike[str], *, width: int, height: int, num_frames: int,
@@ -632,36 +655,150 @@ def preflight(model: str | os.PathLike[str], *, width: int, height: int, num_fra
     Returns:
         ``wanpy.Preflight``; ``str(report)`` is a table.
     """
-    from wanpy.validation import check_num_frames, check_size
-
     started = time.perf_counter()
-    for name, flag in (("flash_attention", flash_attention), ("vae_tiling", vae_tiling),
-                       ("offload_to_cpu", offload_to_cpu), ("keep_vae_on_cpu", keep_vae_on_cpu),
-                       ("init_image", init_image), ("end_image", end_image), ("suggest", suggest)):
+    _check_flags(suggest=suggest)
+    s, cfg, t, label, multiple = _prepare(
+        model, width=width, height=height, num_frames=num_frames, flash_attention=flash_attention,
+        vae_tiling=vae_tiling, text_encoder=text_encoder, vae=vae, high_noise=high_noise_diffusion_model,
+        offload_to_cpu=offload_to_cpu, keep_vae_on_cpu=keep_vae_on_cpu, device=device,
+        max_allocation=max_allocation, total_memory=total_memory, clip_vision=clip_vision,
+        init_image=init_image, end_image=end_image, tile_size=tile_size, tile_overlap=tile_overlap)
+    return _report(s, cfg, t, label, multiple, started, suggest=suggest, weights_only=weights_only)
+
+
+def _check_flags(**flags: Any) -> None:
+    for name, flag in flags.items():
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
+
+
+def _prepare(model: str | os.PathLike[str], *, width: int, height: int, num_frames: int, flash_attention: bool,
+             vae_tiling: bool, text_encoder: Any, vae: Any, high_noise: Any, offload_to_cpu: bool,
+             keep_vae_on_cpu: bool, device: Device | int | None, max_allocation: int | str | None,
+             total_memory: int | str | None, clip_vision: Any, init_image: bool, end_image: bool,
+             tile_size: tuple[int, int] | None, tile_overlap: float) -> tuple[Any, _Config, _Target, str, int]:
+    """Validated request, measuring session and target device."""
+    from wanpy.validation import check_num_frames, check_size
+
+    _check_flags(flash_attention=flash_attention, vae_tiling=vae_tiling, offload_to_cpu=offload_to_cpu,
+                 keep_vae_on_cpu=keep_vae_on_cpu, init_image=init_image, end_image=end_image)
     num_frames = check_num_frames(num_frames)
-    src = _sources(model, vae=vae, text_encoder=text_encoder, high_noise=high_noise_diffusion_model,
-                   clip_vision=clip_vision)
+    src = _sources(model, vae=vae, text_encoder=text_encoder, high_noise=high_noise, clip_vision=clip_vision)
     s = _session(src)
-    desc = s.dit_desc(False)
-    multiple = 32 if desc == "Wan2.2-TI2V-5B" else 16
-    width, height = check_size(width, height, multiple, desc)
+    multiple = 32 if s.dit_desc(False) == "Wan2.2-TI2V-5B" else 16
+    width, height = check_size(width, height, multiple, s.dit_desc(False))
     cfg = _Config(width, height, num_frames, flash_attention, vae_tiling, offload_to_cpu, keep_vae_on_cpu,
                   init_image, end_image, tile_size, tile_overlap)
-    t = _target(device, max_allocation, total_memory)
+    return s, cfg, _target(device, max_allocation, total_memory), src.label, multiple
+
+
+def _report(s: Any, cfg: _Config, t: _Target, label: str, multiple: int, started: float, *, suggest: bool,
+            weights_only: bool = False) -> Preflight:
     fits, largest, allocs, phases, peak, problems, desc = _evaluate(s, cfg, t, weights_only)
     suggestions = _suggest(s, cfg, t, multiple) if suggest and not fits and not weights_only else ()
     if suggest and fits and t.max_allocation is not None:
         headroom = t.max_allocation - largest.nbytes
         suggestions = (f"largest allocation leaves {_fmt(headroom)} below the ceiling",)
-    params = {"width": width, "height": height, "num_frames": num_frames, "flash_attention": flash_attention,
-              "vae_tiling": vae_tiling, "offload_to_cpu": offload_to_cpu, "keep_vae_on_cpu": keep_vae_on_cpu,
-              "init_image": init_image, "end_image": end_image, "tile_size": tile_size,
-              "tile_overlap": tile_overlap, "model": src.label, "alignment": t.alignment,
+    params = {"width": cfg.width, "height": cfg.height, "num_frames": cfg.num_frames,
+              "flash_attention": cfg.flash_attention, "vae_tiling": cfg.vae_tiling,
+              "offload_to_cpu": cfg.offload_to_cpu, "keep_vae_on_cpu": cfg.keep_vae_on_cpu,
+              "init_image": cfg.init_image, "end_image": cfg.end_image, "tile_size": cfg.tile_size,
+              "tile_overlap": cfg.tile_overlap, "model": label, "alignment": t.alignment,
               "buffer_max_size": None if t.chunk >= 2**63 else t.chunk}
     return Preflight(fits, largest, t.max_allocation, t.total_memory, allocs, phases, peak, suggestions, problems,
-                     f"{desc} ({src.label})", t.name, params, time.perf_counter() - started)
+                     f"{desc} ({label})", t.name, params, time.perf_counter() - started)
+
+
+# --- fit="auto": the cheapest settings that fit -----------------------------------------------
+
+FIT_MODES = ("strict", "auto")
+FIT_SETTINGS = ("flash_attention", "vae_tiling", "tile_size", "keep_vae_on_cpu", "offload_to_cpu")
+
+
+@dataclass(frozen=True)
+class FitChoice:
+    """What ``fit="auto"`` chose (``wanpy.preflight.choose_fit``).
+
+    ``settings`` holds the chosen value of each of ``FIT_SETTINGS``; ``changed`` maps each
+    setting that differs from the request to ``(asked, chosen)``; ``report`` is the
+    pre-flight of the chosen settings; ``tried`` counts the setting sets measured."""
+
+    settings: dict[str, Any]
+    changed: dict[str, tuple[Any, Any]]
+    report: Preflight
+    tried: int
+
+    def as_params(self) -> dict[str, Any]:
+        """The record ``video.params["fit"]`` keeps."""
+        return {"mode": "auto", "changed": {k: {"asked": a, "chosen": c} for k, (a, c) in self.changed.items()},
+                "tried": self.tried}
+
+
+def _fit_candidates(cfg: _Config, t: _Target, fits: Any) -> Any:
+    """Setting sets in order of cost, cheapest first; never turns a setting off.
+
+    Flash attention computes the same attention and is the cheapest; VAE tiling at sd.cpp's
+    default tile next; then smaller tiles (more of them, slower); then the VAE on the CPU;
+    then offloading the weights (slowest). ``fits(cfg)`` decides tile bisections."""
+    cheap = [n for n in ("flash_attention", "vae_tiling") if not getattr(cfg, n)]
+    costly = [] if t.is_cpu else [n for n in ("keep_vae_on_cpu", "offload_to_cpu") if not getattr(cfg, n)]
+    for tier in range(1 << len(costly)):
+        base = dataclasses.replace(cfg, **{n: True for i, n in enumerate(costly) if tier >> i & 1})
+        subsets = [dataclasses.replace(base, **{n: True for i, n in enumerate(cheap) if mask >> i & 1})
+                   for mask in range(1 << len(cheap))]
+        yield from subsets
+        if cfg.tile_size is not None:
+            continue  # the caller chose the tile size: kept
+        for c in subsets:
+            if c.vae_tiling:
+                n = _largest_fitting(lambda n, c=c: fits(dataclasses.replace(c, tile_size=(n, n))), 31, start=4)
+                if n is not None:
+                    yield dataclasses.replace(c, tile_size=(n, n))
+
+
+def choose_fit(model: str | os.PathLike[str], *, width: int, height: int, num_frames: int,
+               flash_attention: bool = False, vae_tiling: bool = False, offload_to_cpu: bool = False,
+               keep_vae_on_cpu: bool = False, tile_size: tuple[int, int] | None = None,
+               tile_overlap: float = 0.5, text_encoder: str | os.PathLike[str] | None = None,
+               vae: str | os.PathLike[str] | None = None,
+               high_noise_diffusion_model: str | os.PathLike[str] | None = None,
+               clip_vision: str | os.PathLike[str] | None = None, device: Device | int | None = None,
+               max_allocation: int | str | None = None, total_memory: int | str | None = None,
+               init_image: bool = False, end_image: bool = False) -> FitChoice:
+    """The cheapest settings under which the request fits (what ``fit="auto"`` uses).
+
+    Takes ``preflight``'s arguments. Settings already on stay on; size and frames are never
+    changed. Raises ``AllocationTooLargeError`` (with the pre-flight's suggestions, which
+    include the frames and sizes that would fit) when no setting set fits.
+    """
+    started = time.perf_counter()
+    s, cfg, t, label, multiple = _prepare(
+        model, width=width, height=height, num_frames=num_frames, flash_attention=flash_attention,
+        vae_tiling=vae_tiling, text_encoder=text_encoder, vae=vae, high_noise=high_noise_diffusion_model,
+        offload_to_cpu=offload_to_cpu, keep_vae_on_cpu=keep_vae_on_cpu, device=device,
+        max_allocation=max_allocation, total_memory=total_memory, clip_vision=clip_vision,
+        init_image=init_image, end_image=end_image, tile_size=tile_size, tile_overlap=tile_overlap)
+    c, tried = _choose(s, cfg, t)
+    if c is None:
+        raise refusal(_report(s, cfg, t, label, multiple, started, suggest=True))
+    report = _report(s, c, t, label, multiple, started, suggest=False)
+    settings = {n: getattr(c, n) for n in FIT_SETTINGS}
+    changed = {n: (getattr(cfg, n), v) for n, v in settings.items() if getattr(cfg, n) != v}
+    logger.info("fit='auto': %s (%d setting sets measured)",
+                ", ".join(f"{n}={v[1]}" for n, v in changed.items()) or "fits as asked", tried)
+    return FitChoice(settings, changed, report, tried)
+
+
+def _choose(s: Any, cfg: _Config, t: _Target) -> tuple[_Config | None, int]:
+    """The first setting set of ``_fit_candidates`` that fits, and how many were measured."""
+    tried = 0
+
+    def fits(c: _Config) -> bool:
+        nonlocal tried
+        tried += 1
+        return _fits(s, c, t)[0]
+
+    return next((c for c in _fit_candidates(cfg, t, fits) if fits(c)), None), tried
 
 
 def refusal(report: Preflight) -> AllocationTooLargeError:
