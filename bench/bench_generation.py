@@ -156,11 +156,11 @@ def run_sdcpp(tool: Path, models: Any, req: Request, workdir: Path, tag: str) ->
 _WANPY_CHILD = r"""
 import time
 t0 = time.perf_counter()
-import json, resource, sys
+import json, sys
 import numpy as np
 import wanpy
 t_import = time.perf_counter() - t0
-rss_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+rss_import = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 a = json.loads(sys.argv[1])
 r = a["request"]
 import logging, re
@@ -223,15 +223,20 @@ def child_env() -> dict[str, str]:
     return env
 
 
+# A child's ru_maxrss keeps the parent's high-water mark from before exec (Linux), which
+# hides anything smaller than this process; the peak of a small child is its own VmHWM.
+_PRINT_VMHWM = 'print(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")))'
+
+
 def run_import_only() -> tuple[float, int]:
     """A fresh interpreter that only imports wanpy: its wall time and peak RSS."""
-    wall, usage, _ = run_measured([sys.executable, "-c", "import wanpy"], env=child_env())
-    return wall, peak_rss(usage)
+    wall, _, out = run_measured([sys.executable, "-c", "import wanpy\n" + _PRINT_VMHWM], env=child_env())
+    return wall, int(out.split()[-1]) * 1024
 
 
 def run_bare_interpreter() -> tuple[float, int]:
-    wall, usage, _ = run_measured([sys.executable, "-c", "pass"])
-    return wall, peak_rss(usage)
+    wall, _, out = run_measured([sys.executable, "-c", _PRINT_VMHWM])
+    return wall, int(out.split()[-1]) * 1024
 
 
 # --- comparing frames -------------------------------------------------------------
@@ -501,7 +506,9 @@ def chart(result: dict[str, Any], path: Path) -> None:
     ax1.bar(x - 0.2, [g[1] for g in groups], 0.4, label="wanpy", color="#3b7dd8")
     ax1.bar(x + 0.2, [g[2] for g in groups], 0.4, label="sd-cli", color="#aaaaaa")
     ax1.set_xticks(x, [g[0] for g in groups])
-    ax1.set_ylabel("wall seconds (median)")
+    ax1.set_ylim(top=1.15 * max(max(g[1], g[2]) for g in groups))
+    ax1.set_ylabel("wall seconds (whole processes)")
+    ax1.set_title("wall time, labels: wanpy / sd-cli", fontsize=9)
     ax1.legend(frameon=False)
     for xi, g in zip(x, groups):
         ax1.annotate(f"{g[1] / g[2]:.2f}x", (xi, max(g[1], g[2])), ha="center", va="bottom", fontsize=9)
@@ -509,7 +516,7 @@ def chart(result: dict[str, Any], path: Path) -> None:
             color=["#3b7dd8", "#aaaaaa"])
     ax2.set_xticks([0, 1], ["wanpy", "sd-cli"])
     ax2.set_ylabel("peak RSS MiB")
-    ax2.set_title(f"{o['ratio']['peak_rss']:.2f}x", fontsize=9)
+    ax2.set_title(f"wanpy / sd-cli {o['ratio']['peak_rss']:.2f}x", fontsize=9)
     threads = result["threads"]
     for engine, color in (("wanpy", "#3b7dd8"), ("sd-cli", "#aaaaaa")):
         rows = sorted((t["threads"], t["seconds_per_step"]) for t in threads if t["engine"] == engine)
@@ -519,6 +526,8 @@ def chart(result: dict[str, Any], path: Path) -> None:
     ax3.set_ylabel("s / sampling step")
     ax3.set_xticks(sorted({t["threads"] for t in threads}))
     ax3.set_ylim(bottom=0)
+    ax3.set_title("sampling", fontsize=9)
+    ax3.legend(frameon=False, fontsize=8)
     req = result["request"]
     fig.suptitle(f"wanpy vs sd-cli, random-weight Wan2.1-T2V-1.3B q4_0, {req['width']}x{req['height']}x"
                  f"{req['frames']}, {req['steps']} steps, CPU ({result['machine']['cpu_count']} cores, shared)",
@@ -553,11 +562,20 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"sd.cpp's CLI (default: {DEFAULT_SDCPP_CLI.relative_to(ROOT)}, "
                              "built by bench/build_sdcpp_tools.sh)")
     parser.add_argument("--no-sdcpp", action="store_true", help="measure wanpy only")
+    parser.add_argument("--from-json", type=Path, help="measure nothing: print the table (and --chart) of a saved "
+                                                           "--json result")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny and quick (32x32, 1 frame, 1 step, cfg 1, 1 run, 2 clips whose first sd-cli "
                              "run is the overhead run, no extra thread counts): keeps the harness working, "
                              "measures nothing worth quoting")
     args = parser.parse_args(argv)
+
+    if args.from_json:
+        result = json.loads(args.from_json.read_text())
+        print(markdown(result))
+        if args.chart:
+            chart(result, args.chart)
+        return 0
 
     req = Request(width=args.size[0], height=args.size[1], frames=args.frames, steps=args.steps,
                   seed=args.seed, threads=args.threads)
