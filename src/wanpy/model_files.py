@@ -55,6 +55,11 @@ _GGUF_MAGIC = b"GGUF"
 _GGUF_DEFAULT_ALIGNMENT = 32
 _GGUF_MAX_NDIMS = 8  # ggml itself stops at 4; real Wan GGUFs carry 5-D conv weights
 _ST_MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
+# A corrupt length inside a multi-GB file would otherwise be read into memory (ggml's own
+# reader only checks lengths against the file size): real GGUF strings are at most a few
+# hundred KB (chat templates), real arrays a few hundred thousand elements (vocabularies).
+_GGUF_MAX_STRING = 16 << 20
+_GGUF_MAX_ARRAY = 16 << 20
 _READ_CHUNK = 1 << 20
 
 # GGUF metadata value types: id -> (name, struct format or None for string/array)
@@ -184,6 +189,9 @@ class _Reader:
 
 def _gguf_string(r: _Reader, what: str) -> str:
     n = r.unpack("<Q", f"the length of {what}")
+    if _GGUF_MAX_STRING < n <= r.remaining():  # past the end of the file: r.read() says so
+        raise r.error(f"{what} at offset {r.pos - 8} claims {n} bytes; no real GGUF string is longer than "
+                      f"{_GGUF_MAX_STRING} (corrupt length)")
     raw = r.read(n, f"{what} ({n} bytes)")
     try:
         return raw.decode("utf-8")
@@ -212,6 +220,9 @@ def _gguf_value(r: _Reader, vtype: int, key: str, depth: int = 0) -> Any:
     if count > r.remaining() // min_size:
         raise r.error(f"metadata {key!r} claims {count} array elements, more than the "
                       f"{r.remaining()} bytes left in the file can hold")
+    if count > _GGUF_MAX_ARRAY:
+        raise r.error(f"metadata {key!r} claims {count} array elements; no real GGUF array has more than "
+                      f"{_GGUF_MAX_ARRAY} (corrupt length)")
     if efmt is not None:
         size = struct.calcsize(efmt)
         raw = r.read(count * size, f"metadata {key!r} array")
@@ -523,9 +534,23 @@ def identify(header: ModelHeader) -> ModelKind:
     return kind
 
 
+# Types ggml has no CPU dot product for. sd.cpp gives a Linear weight (and the DiT modulation)
+# its file's type, so the first matmul with one calls a NULL function: SIGSEGV mid-sampling
+# (measured: I8, I32, F64, Q8_1, Q8_K). Safetensors F64 is converted to F32 on load; I64 to I32.
+_NO_COMPUTE_TYPES = {"gguf": frozenset({"F64", "I8", "I16", "I32", "I64", "Q8_1", "Q8_K"}),
+                     "safetensors": frozenset({"I8", "I16", "I32", "I64"})}
+
+
 def _sdcpp_file_problems(h: ModelHeader) -> tuple[str, ...]:
     """What sd.cpp's readers (src/model_io/) cannot cope with in a well-formed file."""
     problems = []
+    no_compute = _NO_COMPUTE_TYPES[h.format]
+    for t in h.tensors.values():
+        if t.dtype in no_compute and t.name.endswith((".weight", "modulation")):
+            problems.append(f"tensor {t.name!r} is {t.dtype}, a type ggml cannot compute with: sd.cpp would "
+                            "crash (SIGSEGV) at the first step that uses it; convert the file to float or "
+                            "quantized weights")
+            break
     if h.format == "gguf":
         # ggml rejects >4-D tensors; sd.cpp then re-reads the file with its own GGUFReader,
         # which misparses array metadata (it expects a key before every element).

@@ -63,15 +63,24 @@ def check_fps(fps: Any, *, maximum: int | None = None) -> Fraction:
     return value
 
 
-def check_text(name: str, value: Any) -> str:
+# sd.cpp parses every prompt with a std::regex whose libstdc++ matcher recurses once per
+# byte of plain text (src/util.cpp parse_prompt_attention): about 260 bytes of stack per
+# byte, so ~25 000 bytes overflow an 8 MiB stack (SIGSEGV) and ~3 500 a 1 MiB thread stack.
+MAX_TEXT_BYTES = 10_000
+
+
+def check_text(name: str, value: Any, *, max_bytes: int = MAX_TEXT_BYTES) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, got {type(value).__name__}")
     if "\x00" in value:
         raise ValueError(f"{name} contains a NUL character at index {value.index(chr(0))}")
     try:
-        value.encode("utf-8")
+        size = len(value.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise ValueError(f"{name} cannot be encoded as UTF-8 ({exc.reason} at index {exc.start})") from None
+    if size > max_bytes:
+        raise ValueError(f"{name} is {size} bytes as UTF-8 ({len(value)} characters); at most {max_bytes} are "
+                         "accepted, because sd.cpp's prompt parser overflows the stack on longer text: shorten it")
     return value
 
 
@@ -82,9 +91,31 @@ def valid_frame_counts(num_frames: int) -> tuple[int, int]:
     return down, up
 
 
-def check_num_frames(num_frames: Any, *, align: Align | None = None) -> int:
-    """sd.cpp silently rounds the frame count down to 4k+1: refuse, or align on request."""
-    n = check_int("num_frames", num_frames, minimum=1, maximum=100_001)
+# The longest clips sd.cpp can build the Wan VAE graphs for: beyond them the graph outgrows
+# ggml's compute context (a fixed number of tensors) and GGML_ASSERT(obj_new) aborts the
+# process (further on, a SIGSEGV in ggml_new_graph_custom). Measured on the pinned sd.cpp with
+# wanpy.preflight, which builds the same graphs; independent of width, height, tiling and
+# flash attention. Wan2.1 VAE: decode 689 frames, encode 201 (Wan2.1 I2V/FLF2V and Wan2.2
+# I2V encode the whole clip); Wan2.2 VAE (TI2V-5B): decode 657 (its image is one frame).
+MAX_NUM_FRAMES = 657
+MAX_NUM_FRAMES_BY_FAMILY = {
+    "wan2.1-t2v-1.3b": 689, "wan2.1-t2v-14b": 689, "wan2.2-t2v-a14b": 689, "wan2.2-ti2v-5b": 657,
+    "wan2.1-i2v-14b": 201, "wan2.1-flf2v-14b": 201, "wan2.2-i2v-a14b": 201,
+}
+
+
+def check_num_frames(num_frames: Any, *, align: Align | None = None, maximum: int = MAX_NUM_FRAMES) -> int:
+    """sd.cpp silently rounds the frame count down to 4k+1: refuse, or align on request.
+
+    ``maximum`` (4k+1) is the longest clip sd.cpp can build the VAE graphs for: pass the
+    family's ``MAX_NUM_FRAMES_BY_FAMILY`` entry; the default holds for every family but
+    the image-to-video ones (201).
+    """
+    n = check_int("num_frames", num_frames, minimum=1)
+    if n > maximum:
+        raise ValueError(f"num_frames must be <= {maximum}, got {n}: sd.cpp aborts the process when it builds "
+                         "the VAE graph for a longer clip; make a longer video from clips continued from "
+                         "one another (continue_from=previous) joined by wanpy.concatenate")
     if (n - 1) % 4 == 0:
         return n
     down, up = valid_frame_counts(n)
@@ -98,19 +129,25 @@ def check_num_frames(num_frames: Any, *, align: Align | None = None) -> int:
                      f"use {down} or {up}, or pass align='down'/'up'")
 
 
-def frames_for_duration(duration: Any, fps: Fraction, *, align: Align | None) -> int:
+def frames_for_duration(duration: Any, fps: Fraction, *, align: Align | None,
+                        maximum: int = MAX_NUM_FRAMES) -> int:
     seconds = check_float("duration", duration, minimum=0, exclusive_minimum=True)
     exact = seconds * fps
     n = round(float(exact))
     if abs(float(exact) - n) > 1e-6:
         raise ValueError(f"duration={seconds} s at {fps} fps is {float(exact):.4g} frames, not a whole number")
-    if (n - 1) % 4 == 0:
-        return n
-    if align is None:
-        down, up = valid_frame_counts(n)
-        raise ValueError(f"duration={seconds} s at {fps} fps is {n} frames, not 4k+1: use {down} or {up} "
-                         f"frames ({down / fps:.4g} s or {up / fps:.4g} s), or pass align='down'/'up'")
-    return check_num_frames(n, align=align)
+    if n < 1:
+        raise ValueError(f"duration={seconds} s at {fps} fps is less than one frame")
+    if n > maximum:
+        raise ValueError(f"duration={seconds} s at {fps} fps is {n} frames; at most {maximum} "
+                         f"({float(maximum / fps):.4g} s) can be made at once: sd.cpp aborts the process when it "
+                         "builds the VAE graph for a longer clip; continue clips from one another "
+                         "(continue_from=previous) and join them with wanpy.concatenate")
+    if (n - 1) % 4 == 0 or align is not None:
+        return check_num_frames(n, align=align, maximum=maximum)
+    down, up = valid_frame_counts(n)
+    raise ValueError(f"duration={seconds} s at {fps} fps is {n} frames, not 4k+1: use {down} or {up} "
+                     f"frames ({float(down / fps):.4g} s or {float(up / fps):.4g} s), or pass align='down'/'up'")
 
 
 def check_size(width: Any, height: Any, multiple: int, family: str) -> tuple[int, int]:
@@ -136,6 +173,8 @@ def check_seed(seed: Any) -> int | None:
 def check_file(name: str, path: Any) -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{name} must be a path, got {type(path).__name__}")
+    if "\x00" in os.fspath(path):
+        raise ValueError(f"{name}: the path contains a NUL character: {os.fspath(path)!r}")
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{name}: no such file: {str(p)!r}")
@@ -154,6 +193,10 @@ def load_image(name: str, image: Any) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
 
         path = Path(image)
+        if "\x00" in str(path):
+            raise ValueError(f"{name}: the path contains a NUL character: {str(path)!r}")
+        if path.is_dir():
+            raise IsADirectoryError(f"{name}: is a directory, not an image file: {str(path)!r}")
         if not path.is_file():
             raise FileNotFoundError(f"{name}: no such image file: {str(path)!r}")
         try:
@@ -161,6 +204,12 @@ def load_image(name: str, image: Any) -> np.ndarray:
                 image = img.convert("RGB") if img.mode in ("RGB", "RGBA", "L", "P") else img.copy()
         except UnidentifiedImageError:
             raise ValueError(f"{name}: not a readable image: {str(path)!r}") from None
+        except PermissionError:
+            raise
+        except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+            # PIL decodes lazily: a truncated or corrupt file fails here, in convert()
+            raise ValueError(f"{name}: cannot decode the image {str(path)!r} ({exc}): "
+                             "is the file complete?") from None
     if hasattr(image, "mode") and hasattr(image, "size"):  # PIL image
         if image.mode != "RGB":
             raise ValueError(f"{name}: PIL image mode must be RGB, got {image.mode} (convert('RGB') it)")

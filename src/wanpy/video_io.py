@@ -84,6 +84,7 @@ __all__ = [
     "VideoInfo",
     "VideoWriter",
     "WebMWriter",
+    "check_output",
     "probe_video",
     "save_video",
     "write_webm",
@@ -512,10 +513,7 @@ class VideoWriter:
 
     def _create_temp(self) -> Path:
         parent = self._path.parent
-        if not parent.is_dir():
-            raise FileNotFoundError(errno.ENOENT, "output directory does not exist", str(parent))
-        if self._path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "output path is a directory", str(self._path))
+        _check_directory(self._path)
         tmp = parent / f".{self._path.name}.{secrets.token_hex(4)}.part"
         try:
             # Mode 0o666 so the umask applies, as for any new file (mkstemp would give 0o600).
@@ -709,6 +707,60 @@ def save_video(path: str | os.PathLike[str], frames: np.ndarray | Iterable[np.nd
     _check_frames_arg(frames)
     writer = VideoWriter(path, fps=fps, codec=codec, quality=quality, pad=pad, convert=convert)
     return _write_all(writer, frames)
+
+
+def check_output(path: str | os.PathLike[str], *, fps: FpsLike | None = None, codec: str | None = None,
+                 quality: int | None = None) -> Path:
+    """Check that :func:`save_video` could write ``path``, without writing it.
+
+    Run it before a long generation whose result goes to ``path``: the extension, codec,
+    quality, fps (when given) and encoder are checked as the writer checks them, and a
+    temporary file is created in the target directory and removed again, so a missing
+    or unwritable directory fails now (``FileNotFoundError``, ``PermissionError``), not
+    after the frames exist. Returns the absolute path.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"output must be a path, got {type(path).__name__}")
+    if "\x00" in os.fspath(path):
+        raise ValueError(f"output: the path contains a NUL character: {os.fspath(path)!r}")
+    target = Path(os.path.abspath(os.fspath(path)))
+    ext = _check_container(target)
+    name = _check_codec(ext, codec)
+    if ext == ".gif":
+        if quality is not None:
+            raise ValueError(f"quality does not apply to .gif (got {quality!r}); pass quality=None")
+    elif quality is not None:
+        _check_quality(quality)
+    if fps is not None:
+        _plan(target, fps=fps, codec=name, quality=quality, pad=False, convert=None, webm_only=False)
+    exe = _ffmpeg_exe()
+    _codec_args(_Plan(ext, name, Fraction(1), None if ext == ".gif" else DEFAULT_QUALITY, False, None), exe)
+    _probe_directory(target)
+    return target
+
+
+def _check_directory(target: Path) -> None:
+    parent = target.parent
+    if not parent.exists():
+        raise FileNotFoundError(errno.ENOENT, "output directory does not exist (create it first)", str(parent))
+    if not parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "the output's parent is not a directory", str(parent))
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "output path is a directory", str(target))
+
+
+def _probe_directory(target: Path) -> None:
+    _check_directory(target)
+    parent = target.parent
+    probe = parent / f".{target.name}.{secrets.token_hex(4)}.probe"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except PermissionError as exc:
+        raise PermissionError(errno.EACCES, "cannot create a file in the output directory", str(parent)) from exc
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot create a file in the output directory ({exc.strerror})",
+                      str(parent)) from exc
+    os.unlink(probe)
 
 
 # --------------------------------------------------------------------------- probe
