@@ -42,10 +42,6 @@ def test_smoke_run_reports_every_section(smoke):
         assert len(result["identity"]["pairs"]) == 3  # the overhead pair and the two clips
 
 
-@pytest.mark.xfail(reason="wanpy's VAE attention scale differs from sd-cli's by one float ulp: bindings/measure.cpp "
-                          "includes pybind11 (and so <math.h>) before sd.cpp's headers, so its copy of "
-                          "WAN::AttentionBlock::forward computes 1/sqrt(d_head) in float, and the linker keeps "
-                          "that copy (see BENCHMARKS.md, 'Same engine, same answer')", strict=True)
 def test_smoke_frames_identical_to_sd_cli(smoke):
     if not SD_CLI.exists():
         pytest.skip(f"{SD_CLI.relative_to(REPO)} not built (bench/build_sdcpp_tools.sh): nothing to compare with")

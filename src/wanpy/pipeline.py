@@ -340,6 +340,11 @@ class WanPipeline:
         if seed_v is None:
             seed_v = secrets.randbelow(2**31)
         strength_v = check_float("strength", strength, minimum=0, exclusive_minimum=True, maximum=1)
+        if strength_v != 1.0:
+            # sd.cpp 0.4.7's generate_video never reads sd_vid_gen_params.strength: every video
+            # is denoised from pure noise, so any other value would be silently ignored
+            raise ValueError(f"strength={strength_v} is not supported: the pinned sd.cpp's video generation always "
+                             "denoises fully (strength 1.0) and would ignore it")
 
         # images
         if continue_from is not None:
