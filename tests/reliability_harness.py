@@ -36,7 +36,7 @@ import faulthandler, glob, json, logging, os, re, sys, threading, traceback
 faulthandler.enable()
 SPEC = json.loads(sys.stdin.read())
 MODELS, TMP = SPEC["models"], SPEC["tmp"]
-SMALL = dict(width=16, height=16, num_frames=1, steps=1, progress=False, seed=1)
+SMALL = dict(width=16, height=16, num_frames=1, steps=1, cfg_scale=1.0, progress=False, seed=1)
 ns = {"__name__": "__case__", "MODELS": MODELS, "TMP": TMP, "SMALL": SMALL}
 markers = []
 
