@@ -296,28 +296,19 @@ def generates(id: str, kwargs: str = "", prompt: str = "'a red fox'", **extra: A
     return Case(id, GENERATE_SMALL.format(prompt=prompt, kwargs=kwargs), None, output_expected=True, **extra)
 
 
-_SCHEDULE_CRASH = ("sd.cpp's GITSScheduler::get_sigmas reads selected_noise[n - 2] (src/denoiser.hpp:231): "
-                   "with 1 step that is index -1 and the process dies (SIGSEGV); the pipeline must refuse "
-                   "scheduler='gits' with fewer than 2 steps (also for high_noise_scheduler)")
-_SCHEDULE_NAN = ("sd.cpp's {name} schedule divides by (steps - 1): with 1 step the sigmas are NaN and the "
-                 "video comes back as one flat colour; the pipeline must refuse scheduler='{name}' with 1 step")
-
 SINGLE = [
     generates("empty prompt", prompt="''"),
     generates("the longest prompt accepted", prompt=f"('a red fox ' * {MAX_TEXT_BYTES})[:{MAX_TEXT_BYTES}]"),
     generates("unicode prompt (CJK, emoji, right-to-left, combining marks)",
               prompt="'狐狸 🦊 ثعلب e\\u0301 ' * 20"),
     generates("the largest seed", "seed=2**63 - 1"),
-    Case("scheduler gits with 1 step", _gen("scheduler='gits'"), "ValueError", r"gits.*2 steps", forbid=GENERATING,
-         xfail=_SCHEDULE_CRASH),
+    Case("scheduler gits with 1 step", _gen("scheduler='gits'"), "ValueError", r"gits.*2 steps", forbid=GENERATING),
     Case("scheduler karras with 1 step", _gen("scheduler='karras'"), "ValueError", r"karras.*steps",
-         forbid=GENERATING, xfail=_SCHEDULE_NAN.format(name="karras")),
+         forbid=GENERATING),
     Case("scheduler exponential with 1 step", _gen("scheduler='exponential'"), "ValueError", r"exponential.*steps",
-         forbid=GENERATING, xfail=_SCHEDULE_NAN.format(name="exponential")),
+         forbid=GENERATING),
     Case("scheduler ays on a Wan model", _gen("scheduler='ays', steps=2"), "ValueError", r"ays",
-         forbid=GENERATING,
-         xfail="sd.cpp logs 'Version not compatible with AYS_SCHEDULER scheduler' and returns one flat colour "
-               "for Wan: the pipeline must refuse scheduler='ays' (and high_noise_scheduler='ays') for Wan"),
+         forbid=GENERATING),
     Case("a LoRA of random bytes", "open(os.path.join(TMP, 'lora.safetensors'), 'wb').write(os.urandom(4096))\n"
          + _gen("loras=[(os.path.join(TMP, 'lora.safetensors'), 1.0)]"), "ModelFileError", r"loras\[0\]",
          forbid=GENERATING,
@@ -331,11 +322,7 @@ SINGLE = [
                "(or lora_A/lora_B, diff) tensors naming the model's layers"),
     Case("num_frames past the VAE encode graph of image-to-video (205)",
          _gen("init_image=IMG, end_image=IMG, num_frames=205"), "ValueError", r"num_frames must be <= 201",
-         forbid=GENERATING,
-         xfail="Wan2.1 I2V/FLF2V and Wan2.2 I2V encode the whole clip: the VAE encode graph outgrows ggml's "
-               "compute context at 205 frames and GGML_ASSERT(obj_new) aborts the process (in the pre-flight "
-               "first). generate_video must pass maximum=MAX_NUM_FRAMES_BY_FAMILY[fam.name] to "
-               "check_num_frames / frames_for_duration"),
+         forbid=GENERATING),
 ]
 # The image-to-video case runs on the FLF2V stub; the others on a loaded pipeline.
 _SETUPS = {"num_frames past the VAE encode graph of image-to-video (205)": FLF2V_STUB}
@@ -357,10 +344,6 @@ def _read_only_output() -> tuple[str, str]:
 
 _RO_OUT, _RO_SETUP = _read_only_output()
 ONE_SHOT = "wanpy.generate_video('a red fox', output=OUT, **FILES, **LOAD, **SMALL)"
-_BEFORE_LOADING = ("wanpy.generate_video(output=...) loads the weights and generates before it looks at the "
-                   "output path, so the whole generation is lost: it must call wanpy.video_io.check_output(output) "
-                   "before constructing the pipeline")
-
 PATHS = [
     Case("unicode and spaces in model and output paths", r"""
 folder = os.path.join(TMP, "modèles wan 2.1 ☃")
@@ -377,14 +360,14 @@ assert wanpy.probe_video(OUT).frame_count == 1
     Case("output into a missing directory", ONE_SHOT, "FileNotFoundError",
          r"output directory does not exist \(create it first\)", output="missing/out.webm"),
     Case("output into a missing directory, refused before loading", ONE_SHOT, "FileNotFoundError",
-         "output directory does not exist", output="missing/out.webm", forbid=LOADING, xfail=_BEFORE_LOADING),
+         "output directory does not exist", output="missing/out.webm", forbid=LOADING),
     Case("output into a read-only directory", _RO_SETUP + ONE_SHOT, "PermissionError",
          "cannot create a file in the output directory", output=_RO_OUT),
     Case("output into a read-only directory, refused before loading", _RO_SETUP + ONE_SHOT, "PermissionError",
-         "cannot create a file in the output directory", output=_RO_OUT, forbid=LOADING, xfail=_BEFORE_LOADING),
+         "cannot create a file in the output directory", output=_RO_OUT, forbid=LOADING),
     Case("output with an unsupported extension, refused before loading", ONE_SHOT, "ValueError",
          r"unsupported video file extension '\.avi'.*supported: \.webm, \.mp4, \.gif", output="out.avi",
-         forbid=LOADING, xfail=_BEFORE_LOADING),
+         forbid=LOADING),
 ]
 
 

@@ -29,10 +29,11 @@ from wanpy.preflight import FIT_MODES, FitChoice, Preflight, choose_fit, refusal
 from wanpy.preflight import preflight as run_preflight
 from wanpy.system import Device, backend_warnings, devices
 from wanpy.validation import (
-    Align, check_file, check_float, check_fps, check_int, check_num_frames, check_seed, check_size, check_text,
-    frames_for_duration, load_image,
+    MAX_NUM_FRAMES, MAX_NUM_FRAMES_BY_FAMILY, Align, check_file, check_float, check_fps, check_int, check_num_frames,
+    check_seed, check_size, check_text, frames_for_duration, load_image,
 )
 from wanpy.video import Video
+from wanpy.video_io import check_output
 
 logger = logging.getLogger("wanpy")
 
@@ -336,6 +337,7 @@ class WanPipeline:
                                       ("scheduler", scheduler, schedulers)):
             if value not in allowed:
                 raise ValueError(f"{label} {value!r} is not one of: {', '.join(allowed)}")
+        _check_schedule("scheduler", scheduler, steps_v)
         seed_v = check_seed(seed)
         if seed_v is None:
             seed_v = secrets.randbelow(2**31)
@@ -391,6 +393,8 @@ class WanPipeline:
                                       ("high_noise_scheduler", hn_sched, schedulers)):
             if value not in allowed:
                 raise ValueError(f"{label} {value!r} is not one of: {', '.join(allowed)}")
+        if fam.needs_high_noise:
+            _check_schedule("high_noise_scheduler", hn_sched, hn_steps if hn_steps > 0 else steps_v)
 
         lora_list = [self._check_lora(i, l) for i, l in enumerate(loras)]
         if tile_size is None:
@@ -509,16 +513,29 @@ class WanPipeline:
         return f"<WanPipeline {self.family.name} {state}>"
 
 
+def _check_schedule(label: str, scheduler: str, steps: int) -> None:
+    """Schedules sd.cpp cannot build for a Wan model or for so few steps."""
+    if scheduler == "ays":
+        raise ValueError(f"{label} 'ays' has no schedule for Wan models in sd.cpp (it would return one flat "
+                         "colour): use 'discrete' (the default) or another scheduler")
+    if scheduler == "gits" and steps < 2:
+        raise ValueError(f"{label} 'gits' needs at least 2 steps (sd.cpp reads out of bounds with {steps})")
+    if scheduler in ("karras", "exponential") and steps < 2:
+        raise ValueError(f"{label} {scheduler!r} needs at least 2 steps: its schedule divides by steps - 1 "
+                         f"(NaN with {steps})")
+
+
 def _request_shape(fam: Family, width: int | None, height: int | None, num_frames: int | None,
                    duration: float | None, fps: float | None, align: Align | None) -> tuple[int, int, int, float]:
     """Validated (width, height, num_frames, fps), the family's defaults for None."""
     fps_value = check_fps(fam.fps if fps is None else fps, maximum=240)
     if num_frames is not None and duration is not None:
         raise TypeError("pass num_frames or duration, not both")
+    longest = MAX_NUM_FRAMES_BY_FAMILY.get(fam.name, MAX_NUM_FRAMES)
     if duration is not None:
-        n = frames_for_duration(duration, fps_value, align=align)
+        n = frames_for_duration(duration, fps_value, align=align, maximum=longest)
     else:
-        n = check_num_frames(fam.num_frames if num_frames is None else num_frames, align=align)
+        n = check_num_frames(fam.num_frames if num_frames is None else num_frames, align=align, maximum=longest)
     w, h = check_size(fam.width if width is None else width, fam.height if height is None else height,
                       fam.size_multiple, fam.name)
     return w, h, n, fps_value
@@ -556,6 +573,8 @@ def generate_video(prompt: str, *, diffusion_model: str | os.PathLike[str], vae:
     Takes every argument of :class:`WanPipeline` and of :meth:`WanPipeline.generate_video`
     (unknown names raise TypeError there).
     """
+    if output is not None:
+        check_output(output)  # a missing or unwritable place fails now, not after the generation
     files = {"vae": vae, "text_encoder": text_encoder, "high_noise_diffusion_model": high_noise_diffusion_model,
              "clip_vision": clip_vision}
     settings = {"flash_attention": flash_attention, "vae_tiling": vae_tiling, "offload_to_cpu": offload_to_cpu,
