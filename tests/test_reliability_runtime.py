@@ -457,11 +457,7 @@ again.save(OUT)
     Case("generate_video from inside a progress callback", "pipe = pipeline()\n"
          "pipe.generate_video('a red fox', **SMALL, callback=lambda p: pipe.generate_video('a fox', **SMALL))"
          ".save(OUT)",
-         "GenerationError", "callback", timeout=30,
-         xfail="the callback runs while generate_video holds pipeline._NATIVE_LOCK (a threading.Lock), so calling "
-               "wanpy from a callback (generate_video, close(), a new WanPipeline) deadlocks the process forever; "
-               "the pipeline must remember the thread holding the lock and raise GenerationError('... cannot be "
-               "called from a progress callback ...') on re-entry"),
+         "GenerationError", "callback", timeout=30),
 ]
 
 

@@ -8,6 +8,7 @@ and buffers are process-global), others wait for it.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import os
 import secrets
@@ -39,6 +40,23 @@ logger = logging.getLogger("wanpy")
 
 # sd.cpp's state (callbacks, static buffers, rand()) is process-global.
 _NATIVE_LOCK = threading.Lock()
+_native_owner: int | None = None  # the thread inside sd.cpp, while one is
+
+
+@contextmanager
+def _native() -> Iterator[None]:
+    """_NATIVE_LOCK, refusing the thread that already holds it: a progress callback or log
+    handler calling wanpy again would otherwise wait for itself forever."""
+    global _native_owner
+    if _native_owner == threading.get_ident():
+        raise GenerationError("wanpy cannot be called from its own progress callback or log handler while it "
+                              "generates or loads in this thread: return from the callback first")
+    with _NATIVE_LOCK:
+        _native_owner = threading.get_ident()
+        try:
+            yield
+        finally:
+            _native_owner = None
 
 
 class BackendFallbackWarning(RuntimeWarning):
@@ -161,7 +179,7 @@ class WanPipeline:
             self._preflight(self.family.width, self.family.height, 1, weights_only=True)
 
         start = time.perf_counter()
-        with _NATIVE_LOCK, self._device_selected():
+        with _native(), self._device_selected():
             self._ctx = self._load()
         self.load_seconds = time.perf_counter() - start
         logger.info("loaded %s in %.1f s on %s", self.family.name, self.load_seconds, self.device.name)
@@ -201,7 +219,7 @@ class WanPipeline:
             for k, v in at_load.items():
                 setattr(self, k, v)
             start = time.perf_counter()
-            with _NATIVE_LOCK, self._device_selected():
+            with _native(), self._device_selected():
                 self._ctx = self._load()
             self.load_seconds = time.perf_counter() - start
         return choice
@@ -269,7 +287,7 @@ class WanPipeline:
         """Free the weights. Idempotent; the pipeline cannot generate afterwards."""
         ctx, self._ctx = self._ctx, None
         if ctx is not None:
-            with _NATIVE_LOCK:
+            with _native():
                 ctx.close()
 
     def __enter__(self) -> WanPipeline:
@@ -460,7 +478,7 @@ class WanPipeline:
         def on_log(source: str, level: str, text: str) -> None:
             monitor.on_log(text)
 
-        with _NATIVE_LOCK:
+        with _native():
             if self._ctx is None:
                 raise GenerationError("this pipeline was closed while waiting to generate")
             try:
@@ -573,6 +591,8 @@ def generate_video(prompt: str, *, diffusion_model: str | os.PathLike[str], vae:
     Takes every argument of :class:`WanPipeline` and of :meth:`WanPipeline.generate_video`
     (unknown names raise TypeError there).
     """
+    # an unknown or misplaced argument fails now, not after the weights are loaded
+    inspect.signature(WanPipeline.generate_video).bind(None, prompt, **generation)
     if output is not None:
         check_output(output)  # a missing or unwritable place fails now, not after the generation
     files = {"vae": vae, "text_encoder": text_encoder, "high_noise_diffusion_model": high_noise_diffusion_model,
