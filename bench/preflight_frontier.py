@@ -18,22 +18,16 @@ import json
 import os
 import time
 
-from wanpy.preflight import PRESETS, _choose, _largest_fitting, _prepare, parse_bytes
-from wanpy.validation import MAX_NUM_FRAMES_BY_FAMILY, check_num_frames
+from wanpy.preflight import PRESETS, _choose, _largest_fitting, _prepare, longest_clip, parse_bytes
 
 IMAGES = {"wan2.1-i2v-14b": (True, False), "wan2.1-flf2v-14b": (True, True), "wan2.2-i2v-a14b": (True, False),
           "wan2.2-ti2v-5b": (False, False)}
-MAX_FRAMES = max(MAX_NUM_FRAMES_BY_FAMILY.values())
-FAMILY_OF_PRESET = {"wan2.1-t2v-1.3b": "wan2.1-t2v-1.3b", "wan2.2-ti2v-5b": "wan2.2-ti2v-5b",
-                    "wan2.x-t2v-14b": "wan2.1-t2v-14b", "wan2.1-t2v-14b": "wan2.1-t2v-14b",
-                    "wan2.1-i2v-14b": "wan2.1-i2v-14b", "wan2.1-flf2v-14b": "wan2.1-flf2v-14b",
-                    "wan2.2-t2v-a14b": "wan2.2-t2v-a14b", "wan2.2-i2v-a14b": "wan2.2-i2v-a14b"}
+
 WIDTH, HEIGHT, FRAMES = 832, 480, 161
 
 
 def frontier(model: str, max_allocation: int) -> dict:
     init, end = IMAGES.get(model, (False, False))
-    family = FAMILY_OF_PRESET[model]
     s, cfg, t, _, multiple = _prepare(
         model, width=WIDTH, height=HEIGHT, num_frames=FRAMES, flash_attention=False, vae_tiling=False,
         text_encoder=None, vae=None, high_noise=None, offload_to_cpu=False, keep_vae_on_cpu=False, device=None,
@@ -46,15 +40,9 @@ def frontier(model: str, max_allocation: int) -> dict:
     def fits(c) -> bool:
         return _choose(s, c, t)[0] is not None
 
-    def frames_fit(k: int) -> bool:
-        try:
-            check_num_frames(4 * k + 1, maximum=MAX_NUM_FRAMES_BY_FAMILY[family])
-        except ValueError:
-            return False  # beyond the longest clip sd.cpp builds graphs for
-        return fits(dataclasses.replace(cfg, num_frames=4 * k + 1))
-
-    k = _largest_fitting(frames_fit, (MAX_FRAMES - 1) // 4)
-    capped = k is not None and 4 * k + 1 == MAX_NUM_FRAMES_BY_FAMILY[family]
+    longest = longest_clip(s.dit_desc(False))  # beyond it sd.cpp cannot build the VAE graphs
+    k = _largest_fitting(lambda k: fits(dataclasses.replace(cfg, num_frames=4 * k + 1)), (longest - 1) // 4)
+    capped = k is not None and 4 * k + 1 == longest
     aspect = HEIGHT / WIDTH
 
     def size(n: int) -> tuple[int, int]:

@@ -238,6 +238,15 @@ def test_bad_headers_and_names_raise_clear_errors(tmp_path, t2v):
         wanpy.preflight("wan2.2-ti2v-5b", width=500, height=704, num_frames=5)
 
 
+def test_frame_counts_stop_at_the_longest_clip_sd_cpp_builds_graphs_for():
+    # past them ggml aborts the process while building the VAE graph, in the pre-flight too
+    with pytest.raises(ValueError, match="num_frames must be <= 201, got 205"):
+        wanpy.preflight("wan2.1-i2v-14b", width=64, height=64, num_frames=205, init_image=True)
+    with pytest.raises(ValueError, match="num_frames must be <= 657, got 661"):
+        wanpy.preflight("wan2.2-ti2v-5b", width=64, height=64, num_frames=661)
+    assert wanpy.preflight("wan2.1-t2v-1.3b", width=64, height=64, num_frames=689, suggest=False).fits
+
+
 def test_sizes_parse_in_every_spelling():
     assert parse_bytes("4GiB") == parse_bytes("4096MiB") == parse_bytes(4 * 2**30) == 2**32
     assert parse_bytes("0xfffffffc") == 2**32 - 4

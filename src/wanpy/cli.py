@@ -93,8 +93,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         high_noise_diffusion_model=args.high_noise_diffusion_model, clip_vision=args.clip_vision,
         flash_attention=args.flash_attention, vae_tiling=args.vae_tiling, offload_to_cpu=args.offload_to_cpu,
         keep_vae_on_cpu=args.keep_vae_on_cpu, n_threads=args.threads, fit=args.fit,
-        progress=not args.no_progress, **_generation_kwargs(args))
-    path = video.save(args.output)
+        progress=not args.no_progress, output=args.output, **_generation_kwargs(args))  # output checked first
+    path = Path(args.output).absolute()
     fit = video.params["fit"]
     if isinstance(fit, dict):
         chosen = ", ".join(f"{k}={v['chosen']}" for k, v in fit["changed"].items())
@@ -118,8 +118,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     video = wanpy.generate_video(
         "a red fox running through fresh snow, cinematic", diffusion_model=models.diffusion_model,
         vae=models.vae, width=size[0], height=size[1], num_frames=frames, steps=steps, seed=args.seed,
-        progress=not args.no_progress)
-    path = video.save(args.output)
+        progress=not args.no_progress, output=args.output)  # output checked before the generation
+    path = Path(args.output).absolute()
     print(video)
     print(f"wrote {path}")
     _print_probe(path)

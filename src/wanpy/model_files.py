@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import json
 import math
 import os
@@ -30,7 +31,8 @@ from typing import Any
 
 from wanpy.errors import ModelFileError
 
-__all__ = ["ACCEPTED_PREFIXES", "GGML_TYPES", "ModelHeader", "ModelKind", "TensorInfo", "identify", "read_header"]
+__all__ = ["ACCEPTED_PREFIXES", "GGML_TYPES", "ModelHeader", "ModelKind", "TensorInfo", "identify", "identify_file",
+           "read_header"]
 
 # ggml types as the pinned ggml (ggml/include/ggml.h) numbers them: id -> (name, block size,
 # bytes per block). Kept here (not imported from gguf-py) so reading a header imports nothing heavy.
@@ -532,6 +534,18 @@ def identify(header: ModelHeader) -> ModelKind:
     if file_problems:
         kind = dataclasses.replace(kind, problems=file_problems + kind.problems)
     return kind
+
+
+def identify_file(path: str | os.PathLike[str]) -> ModelKind:
+    """``identify(read_header(path))``, once per version of the file (path, size, mtime)."""
+    p = os.fspath(path)
+    st = os.stat(p)
+    return _identify_version(p, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _identify_version(path: str, size: int, mtime_ns: int) -> ModelKind:
+    return identify(read_header(path))
 
 
 # Types ggml has no CPU dot product for. sd.cpp gives a Linear weight (and the DiT modulation)

@@ -73,10 +73,10 @@ class Lora:
 
 
 def _identify(path: str, slot: str) -> Any:
-    from wanpy.model_files import identify, read_header
+    from wanpy.model_files import identify_file
 
     try:
-        return identify(read_header(path))
+        return identify_file(path)
     except ModelFileError:
         raise
     except (OSError, ValueError) as exc:
@@ -178,23 +178,23 @@ class WanPipeline:
             # ignores a failed weight allocation and then writes into unallocated memory
             self._preflight(self.family.width, self.family.height, 1, weights_only=True)
 
-        start = time.perf_counter()
-        with _native(), self._device_selected():
-            self._ctx = self._load()
-        self.load_seconds = time.perf_counter() - start
-        logger.info("loaded %s in %.1f s on %s", self.family.name, self.load_seconds, self.device.name)
+        self._load_timed()
+
+    def _measure_args(self) -> dict[str, Any]:
+        """What the pre-flight needs of this pipeline: its files, memory settings and device."""
+        f = self.files
+        return {"model": f["diffusion_model"], "vae": f["vae"], "text_encoder": f["text_encoder"],
+                "high_noise_diffusion_model": f["high_noise_diffusion_model"], "clip_vision": f["clip_vision"],
+                "flash_attention": self.flash_attention, "vae_tiling": self.vae_tiling,
+                "offload_to_cpu": self.offload_to_cpu, "keep_vae_on_cpu": self.keep_vae_on_cpu,
+                "device": self.device}
 
     def _preflight(self, width: int, height: int, num_frames: int, *, weights_only: bool = False,
                    init_image: bool = False, end_image: bool = False, tile_size: tuple[int, int] | None = None,
                    tile_overlap: float = 0.5) -> Preflight:
-        f = self.files
         report = run_preflight(
-            f["diffusion_model"], width=width, height=height, num_frames=num_frames,
-            flash_attention=self.flash_attention, vae_tiling=self.vae_tiling, text_encoder=f["text_encoder"],
-            vae=f["vae"], high_noise_diffusion_model=f["high_noise_diffusion_model"],
-            clip_vision=f["clip_vision"], offload_to_cpu=self.offload_to_cpu, keep_vae_on_cpu=self.keep_vae_on_cpu,
-            device=self.device, init_image=init_image, end_image=end_image, tile_size=tile_size,
-            tile_overlap=tile_overlap, weights_only=weights_only)
+            width=width, height=height, num_frames=num_frames, init_image=init_image, end_image=end_image,
+            tile_size=tile_size, tile_overlap=tile_overlap, weights_only=weights_only, **self._measure_args())
         if not report.fits:
             raise refusal(report)
         logger.debug("pre-flight: fits; largest %s, peak %d B (%.0f ms)", report.largest, report.peak,
@@ -204,13 +204,9 @@ class WanPipeline:
     def _choose_fit(self, width: int, height: int, num_frames: int, *, init_image: bool, end_image: bool,
                     tile_size: tuple[int, int] | None, tile_overlap: float) -> FitChoice:
         """fit="auto": the cheapest settings that fit; reloads when a load-time setting changes."""
-        f = self.files
         choice = choose_fit(
-            f["diffusion_model"], width=width, height=height, num_frames=num_frames,
-            flash_attention=self.flash_attention, vae_tiling=self.vae_tiling, offload_to_cpu=self.offload_to_cpu,
-            keep_vae_on_cpu=self.keep_vae_on_cpu, tile_size=tile_size, tile_overlap=tile_overlap,
-            text_encoder=f["text_encoder"], vae=f["vae"], high_noise_diffusion_model=f["high_noise_diffusion_model"],
-            clip_vision=f["clip_vision"], device=self.device, init_image=init_image, end_image=end_image)
+            width=width, height=height, num_frames=num_frames, init_image=init_image, end_image=end_image,
+            tile_size=tile_size, tile_overlap=tile_overlap, **self._measure_args())
         at_load = {k: v for k, (_, v) in choice.changed.items() if k in _LOAD_SETTINGS}
         if at_load:
             logger.warning("fit='auto': reloading %s with %s", self.family.name,
@@ -218,10 +214,7 @@ class WanPipeline:
             self.close()
             for k, v in at_load.items():
                 setattr(self, k, v)
-            start = time.perf_counter()
-            with _native(), self._device_selected():
-                self._ctx = self._load()
-            self.load_seconds = time.perf_counter() - start
+            self._load_timed()
         return choice
 
     # --- loading -------------------------------------------------------------------
@@ -262,6 +255,13 @@ class WanPipeline:
                 os.environ.pop("SD_VK_DEVICE", None)
             else:
                 os.environ["SD_VK_DEVICE"] = old
+
+    def _load_timed(self) -> None:
+        start = time.perf_counter()
+        with _native(), self._device_selected():
+            self._ctx = self._load()
+        self.load_seconds = time.perf_counter() - start
+        logger.info("loaded %s in %.1f s on %s", self.family.name, self.load_seconds, self.device.name)
 
     def _load(self) -> Any:
         f = self.files
@@ -575,8 +575,6 @@ def _fit_before_loading(files: dict[str, Any], settings: dict[str, Any], device:
 
 
 _LOAD_SETTINGS = ("flash_attention", "keep_vae_on_cpu", "offload_to_cpu")
-_PIPELINE_KEYS = ("diffusion_model", "vae", "text_encoder", "high_noise_diffusion_model", "clip_vision",
-                  "flash_attention", "vae_tiling", "offload_to_cpu", "keep_vae_on_cpu", "n_threads", "device")
 
 
 def generate_video(prompt: str, *, diffusion_model: str | os.PathLike[str], vae: str | os.PathLike[str],
@@ -603,6 +601,8 @@ def generate_video(prompt: str, *, diffusion_model: str | os.PathLike[str], vae:
     if generation.get("fit") == "auto" and generation.get("preflight", True) is True:
         choice = _fit_before_loading({"diffusion_model": diffusion_model, **files}, settings, device, generation)
         settings.update({k: v for k, v in choice.settings.items() if k in settings})
+        # the pipeline gets the chosen settings: its own pre-flight confirms them, no second search
+        generation = {**generation, "fit": "strict", "tile_size": choice.settings["tile_size"]}
     with WanPipeline(diffusion_model, vae, text_encoder, high_noise_diffusion_model, clip_vision, **settings,
                      n_threads=n_threads, device=device, preflight=generation.get("preflight", True)) as pipe:
         video = pipe.generate_video(prompt, **generation)

@@ -39,8 +39,9 @@ from typing import Any
 
 from wanpy import _core
 from wanpy.errors import AllocationTooLargeError, ModelFileError
-from wanpy.model_files import GGML_TYPES, ModelKind, TensorInfo, _sdcpp_ne, identify, read_header
+from wanpy.model_files import GGML_TYPES, ModelKind, TensorInfo, _sdcpp_ne, identify_file
 from wanpy.system import Device, devices
+from wanpy.validation import MAX_NUM_FRAMES_BY_FAMILY, check_num_frames, check_size
 
 logger = logging.getLogger("wanpy")
 
@@ -267,17 +268,11 @@ def _session(src: _Sources) -> Any:
     return s
 
 
-@functools.lru_cache(maxsize=64)
-def _identified(key: tuple[str, int, int]) -> ModelKind:
-    """A file's identification, once per file version (``_file_key``)."""
-    return identify(read_header(key[0]))
-
-
 def _checked_file(path: str | os.PathLike[str], component: str, expected: str) -> tuple[str, ModelKind]:
     p = os.fspath(path)
     if not Path(p).is_file():
         raise FileNotFoundError(f"{component}: no such file: {p}")
-    kind = _identified(_file_key(p))
+    kind = identify_file(p)
     if kind.kind != expected:
         raise ModelFileError(f"{component}: {p} is not a {expected.replace('_', ' ')} file ({kind})", path=p)
     if not kind.supported:
@@ -378,6 +373,20 @@ def _buffer(total: int, largest: int, chunk: int) -> int:
     return max(min(chunk, total), largest)
 
 
+# The DiTs whose conditioning VAE-encodes the whole clip (start/end frames, grey elsewhere).
+_ENCODES_WHOLE_CLIP = ("Wan2.1-I2V-14B", "Wan2.2-I2V-14B", "Wan2.1-I2V-1.3B", "Wan2.1-FLF2V-14B")
+
+
+def longest_clip(desc: str) -> int:
+    """The most frames sd.cpp can build this DiT's VAE graphs for (``dit_desc``); beyond it
+    ggml aborts the process, in sd.cpp and in the pre-flight's own measurement alike."""
+    if desc in _ENCODES_WHOLE_CLIP:
+        return MAX_NUM_FRAMES_BY_FAMILY["wan2.1-i2v-14b"]
+    if desc == "Wan2.2-TI2V-5B":
+        return MAX_NUM_FRAMES_BY_FAMILY["wan2.2-ti2v-5b"]
+    return MAX_NUM_FRAMES_BY_FAMILY["wan2.1-t2v-1.3b"]
+
+
 def _measure(s: Any, cfg: _Config, t: _Target, weights_only: bool = False
              ) -> tuple[list[Allocation], list[PhaseTotal], str]:
     desc = s.dit_desc(False)
@@ -387,7 +396,7 @@ def _measure(s: Any, cfg: _Config, t: _Target, weights_only: bool = False
     w, h, t_lat = cfg.width // scale, cfg.height // scale, (cfg.num_frames - 1) // 4 + 1
     has_te = s.has("text_encoders.t5xxl.transformer.")
     has_hn = s.has(_HIGH_PREFIX)
-    i2v = desc in ("Wan2.1-I2V-14B", "Wan2.2-I2V-14B", "Wan2.1-I2V-1.3B", "Wan2.1-FLF2V-14B")
+    i2v = desc in _ENCODES_WHOLE_CLIP
     clip_images = 0
     if desc in ("Wan2.1-I2V-14B", "Wan2.1-I2V-1.3B"):
         clip_images = 1
@@ -678,15 +687,14 @@ def _prepare(model: str | os.PathLike[str], *, width: int, height: int, num_fram
              total_memory: int | str | None, clip_vision: Any, init_image: bool, end_image: bool,
              tile_size: tuple[int, int] | None, tile_overlap: float) -> tuple[Any, _Config, _Target, str, int]:
     """Validated request, measuring session and target device."""
-    from wanpy.validation import check_num_frames, check_size
-
     _check_flags(flash_attention=flash_attention, vae_tiling=vae_tiling, offload_to_cpu=offload_to_cpu,
                  keep_vae_on_cpu=keep_vae_on_cpu, init_image=init_image, end_image=end_image)
-    num_frames = check_num_frames(num_frames)
     src = _sources(model, vae=vae, text_encoder=text_encoder, high_noise=high_noise, clip_vision=clip_vision)
     s = _session(src)
-    multiple = 32 if s.dit_desc(False) == "Wan2.2-TI2V-5B" else 16
-    width, height = check_size(width, height, multiple, s.dit_desc(False))
+    desc = s.dit_desc(False)
+    num_frames = check_num_frames(num_frames, maximum=longest_clip(desc))
+    multiple = 32 if desc == "Wan2.2-TI2V-5B" else 16
+    width, height = check_size(width, height, multiple, desc)
     cfg = _Config(width, height, num_frames, flash_attention, vae_tiling, offload_to_cpu, keep_vae_on_cpu,
                   init_image, end_image, tile_size, tile_overlap)
     return s, cfg, _target(device, max_allocation, total_memory), src.label, multiple
@@ -791,14 +799,15 @@ def choose_fit(model: str | os.PathLike[str], *, width: int, height: int, num_fr
 
 def _choose(s: Any, cfg: _Config, t: _Target) -> tuple[_Config | None, int]:
     """The first setting set of ``_fit_candidates`` that fits, and how many were measured."""
-    tried = 0
+    measured: dict[_Config, bool] = {}  # a tile bisection's answer is not measured again
 
     def fits(c: _Config) -> bool:
-        nonlocal tried
-        tried += 1
-        return _fits(s, c, t)[0]
+        if c not in measured:
+            measured[c] = _fits(s, c, t)[0]
+        return measured[c]
 
-    return next((c for c in _fit_candidates(cfg, t, fits) if fits(c)), None), tried
+    chosen = next((c for c in _fit_candidates(cfg, t, fits) if fits(c)), None)
+    return chosen, len(measured)
 
 
 def refusal(report: Preflight) -> AllocationTooLargeError:
