@@ -2,9 +2,17 @@
 // registered once, routing to Python. No Python exception ever unwinds through C
 // frames: what a Python callable raises is stashed and re-raised after the native
 // call returns.
+//
+// Ctrl-C: while native code runs, Python only notices a SIGINT when it runs Python
+// code, which here is the log sink or the progress callable. A KeyboardInterrupt
+// raised by the log sink is therefore never discarded: inside a ProgressRoute it is
+// remembered (g_interrupted), stops the work at the next progress call and is raised
+// when the native call returns; outside one, the signal is re-armed so Python raises
+// it as soon as the native call returns.
 #include "wanpy_core.h"
 
 #include <atomic>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -15,17 +23,55 @@
 namespace {
 
 std::atomic<bool> g_log_enabled{false};
+std::atomic<bool> g_route_active{false};  // a ProgressRoute is alive
+std::atomic<bool> g_interrupted{false};   // Ctrl-C seen by the log sink during a route
+// sd.cpp's ModelLoader::load_tensors reports progress from the thread that owns its worker
+// std::threads: an exception thrown there would destroy them joinable (std::terminate). Its
+// log brackets that loop ("loading tensors from", "loading tensors completed"); a cancel
+// asked meanwhile waits for the next progress call outside it (sampling starts with one).
+std::atomic<bool> g_loading_tensors{false};
+
+void follow_sdcpp_phase(const char* text) {
+    if (text == nullptr) return;
+    if (std::strstr(text, "loading tensors from ") != nullptr) {
+        g_loading_tensors.store(true);
+    } else if (std::strstr(text, "loading tensors completed") != nullptr) {
+        g_loading_tensors.store(false);
+    }
+}
+
+// A KeyboardInterrupt caught in the log sink (GIL held): never lost.
+void keep_interrupt() {
+    if (g_route_active.load()) {
+        g_interrupted.store(true);
+    } else {
+        PyErr_SetInterrupt();  // Python raises it again once the native call returns
+    }
+}
 
 // Calls wanpy._core._log_sink(source, level, text) if Python has set it.
 void emit(const char* source, const char* level, const std::string& text) {
     if (!g_log_enabled.load() || !Py_IsInitialized()) return;
     py::gil_scoped_acquire gil;
+    // Run pending signal handlers first, so that Ctrl-C does not cost this log line.
+    if (PyErr_CheckSignals() != 0) {
+        py::error_already_set pending;
+        if (pending.matches(PyExc_KeyboardInterrupt)) {
+            keep_interrupt();
+        } else {
+            pending.discard_as_unraisable("wanpy signal handler");
+        }
+    }
     try {
         py::module_ core = py::module_::import("wanpy._core");
         py::object sink  = core.attr("_log_sink");
         if (!sink.is_none()) sink(source, level, text);
     } catch (py::error_already_set& e) {
-        e.discard_as_unraisable("wanpy log sink");
+        if (e.matches(PyExc_KeyboardInterrupt)) {
+            keep_interrupt();
+        } else {
+            e.discard_as_unraisable("wanpy log sink");
+        }
     }
 }
 
@@ -36,6 +82,7 @@ std::string strip_newlines(const char* text) {
 }
 
 void sd_log_trampoline(sd_log_level_t level, const char* text, void*) {
+    follow_sdcpp_phase(text);
     const char* name = "info";
     switch (level) {
         case SD_LOG_DEBUG: name = "debug"; break;
@@ -96,6 +143,8 @@ void progress_trampoline(int step, int steps, float time, void*) {
         } else if (PyErr_CheckSignals() != 0) {  // Ctrl-C while native code runs
             g_route.raised    = std::make_unique<py::error_already_set>();
             g_route.cancelled = stop = true;
+        } else if (g_interrupted.load()) {  // Ctrl-C the log sink caught
+            g_route.cancelled = stop = true;
         } else {
             try {
                 py::object result = py::reinterpret_borrow<py::object>(g_route.fn)(step, steps, time);
@@ -106,7 +155,7 @@ void progress_trampoline(int step, int steps, float time, void*) {
             }
         }
     }
-    if (stop && g_route.may_cancel) throw wanpy::CancelRequested{};
+    if (stop && g_route.may_cancel && !g_loading_tensors.load()) throw wanpy::CancelRequested{};
 }
 
 }  // namespace
@@ -119,6 +168,9 @@ wanpy::ProgressRoute::ProgressRoute(py::object fn, bool may_cancel) {
     g_route.may_cancel = may_cancel;
     g_route.cancelled  = false;
     g_route.raised.reset();
+    g_interrupted.store(false);
+    g_loading_tensors.store(false);
+    g_route_active.store(true);
     sd_set_progress_callback(progress_trampoline, nullptr);
 }
 
@@ -127,18 +179,25 @@ wanpy::ProgressRoute::~ProgressRoute() {
     Py_XDECREF(g_route.fn);
     g_route.fn = nullptr;
     g_route.raised.reset();
+    g_route_active.store(false);
+    if (g_interrupted.exchange(false)) PyErr_SetInterrupt();  // not raised (an exception unwound first)
     g_route_mutex.unlock();
 }
 
 void wanpy::ProgressRoute::rethrow_if_raised() {
     if (g_route.raised) {
+        g_interrupted.store(false);
         std::unique_ptr<py::error_already_set> err = std::move(g_route.raised);
         throw py::error_already_set(std::move(*err));
+    }
+    if (g_interrupted.exchange(false)) {
+        PyErr_SetNone(PyExc_KeyboardInterrupt);
+        throw py::error_already_set();
     }
 }
 
 bool wanpy::ProgressRoute::cancelled() const {
-    return g_route.cancelled;
+    return g_route.cancelled || g_interrupted.load();
 }
 
 void wanpy::register_callbacks(py::module_& m) {

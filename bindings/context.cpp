@@ -18,7 +18,7 @@ Context::Context(std::optional<std::string> diffusion_model, std::optional<std::
                  std::optional<std::string> vae, std::optional<std::string> t5xxl,
                  std::optional<std::string> clip_vision, int n_threads, bool vae_decode_only, bool flash_attention,
                  bool offload_params_to_cpu, bool keep_vae_on_cpu, bool keep_clip_on_cpu, bool enable_mmap,
-                 py::object progress) {
+                 bool free_params_immediately, py::object progress) {
     sd_ctx_params_t p;
     sd_ctx_params_init(&p);
     p.diffusion_model_path            = opt(diffusion_model);
@@ -28,7 +28,7 @@ Context::Context(std::optional<std::string> diffusion_model, std::optional<std::
     p.clip_vision_path                = opt(clip_vision);
     p.n_threads                       = n_threads;
     p.vae_decode_only                 = vae_decode_only;
-    p.free_params_immediately         = false;  // load once, generate many times
+    p.free_params_immediately         = free_params_immediately;  // true: one generation, then the weights are gone
     p.flash_attn                      = flash_attention;
     p.diffusion_flash_attn            = flash_attention;
     p.offload_params_to_cpu           = offload_params_to_cpu;
@@ -51,7 +51,7 @@ Context::Context(std::optional<std::string> diffusion_model, std::optional<std::
             failure = "unknown C++ exception";
         }
     }
-    if (route.cancelled() && ctx != nullptr) {
+    if (route.cancelled() && ctx != nullptr) {  // Ctrl-C while loading: honoured once loading returns
         py::gil_scoped_release release;
         free_sd_ctx(ctx);
         ctx = nullptr;
@@ -88,14 +88,17 @@ void wanpy::register_context(py::module_& m) {
     py::class_<Context>(m, "Context", "Loaded model files (sd.cpp's sd_ctx_t).")
         .def(py::init<std::optional<std::string>, std::optional<std::string>, std::optional<std::string>,
                       std::optional<std::string>, std::optional<std::string>, int, bool, bool, bool, bool, bool,
-                      bool, py::object>(),
+                      bool, bool, py::object>(),
              py::kw_only(), py::arg("diffusion_model") = py::none(),
              py::arg("high_noise_diffusion_model") = py::none(), py::arg("vae") = py::none(),
              py::arg("t5xxl") = py::none(), py::arg("clip_vision") = py::none(), py::arg("n_threads"),
              py::arg("vae_decode_only") = false, py::arg("flash_attention") = false,
              py::arg("offload_params_to_cpu") = false, py::arg("keep_vae_on_cpu") = false,
              py::arg("keep_clip_on_cpu") = false, py::arg("enable_mmap") = false,
-             py::arg("progress") = py::none())
+             py::arg("free_params_immediately") = false, py::arg("progress") = py::none(),
+             "free_params_immediately: sd.cpp frees each model's weights as soon as the generation is done with "
+             "it (the text encoder after encoding, the DiT after sampling, the VAE after decoding), like sd-cli; "
+             "the context can then generate once.")
         .def("close", [](Context& self) {
             py::gil_scoped_release release;
             self.close();

@@ -16,7 +16,8 @@ public:
     Context(std::optional<std::string> diffusion_model, std::optional<std::string> high_noise_diffusion_model,
             std::optional<std::string> vae, std::optional<std::string> t5xxl, std::optional<std::string> clip_vision,
             int n_threads, bool vae_decode_only, bool flash_attention, bool offload_params_to_cpu,
-            bool keep_vae_on_cpu, bool keep_clip_on_cpu, bool enable_mmap, py::object progress);
+            bool keep_vae_on_cpu, bool keep_clip_on_cpu, bool enable_mmap, bool free_params_immediately,
+            py::object progress);
     ~Context();
     Context(const Context&)            = delete;
     Context& operator=(const Context&) = delete;

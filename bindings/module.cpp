@@ -13,4 +13,5 @@ PYBIND11_MODULE(_core, m) {
     wanpy::register_generation(m);
     wanpy::register_measure(m);
     wanpy::register_attention(m);
+    wanpy::register_tensor_names(m);
 }

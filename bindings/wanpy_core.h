@@ -17,6 +17,7 @@ void register_context(py::module_& m);
 void register_generation(py::module_& m);
 void register_measure(py::module_& m);
 void register_attention(py::module_& m);
+void register_tensor_names(py::module_& m);
 
 // Native failures surface as this (wanpy maps it to its own exception classes).
 struct NativeError : std::runtime_error {

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import wanpy
-from wanpy.testing import cached_model_set
+from wanpy.testing import cached_model_set, make_lora
 
 SMALL = {"width": 64, "height": 64, "num_frames": 5, "steps": 2}
 
@@ -192,12 +192,56 @@ def test_concatenate_drops_the_shared_frame(fox):
     np.testing.assert_array_equal(joined.frames[5:9], fox.frames[1:])
 
 
-def test_one_shot_generate_video_loads_and_frees(models):
+def test_one_shot_generate_video_loads_and_frees(models, pipe):
     start = time.perf_counter()
     video = wanpy.generate_video("x", diffusion_model=models.diffusion_model, vae=models.vae, n_threads=2,
                                  seed=3, progress=False, **SMALL)
     assert video.num_frames == 5
     assert video.timings.load is not None and video.timings.load < time.perf_counter() - start
+    # the one-shot pipeline frees each model as soon as it is done with it (sd-cli's memory
+    # profile): the frames are the same as a pipeline that keeps its weights
+    assert np.array_equal(video.frames, pipe.generate_video("x", seed=3, progress=False, **SMALL).frames)
+
+
+# --- LoRAs (the kit writes random ones for the kit's DiT) -----------------------------------
+@pytest.fixture(scope="module")
+def loras(models, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("loras")
+    return {"random": str(make_lora(folder / "random.safetensors", models.diffusion_model)),
+            "zero": str(make_lora(folder / "zero.safetensors", models.diffusion_model, init="zeros"))}
+
+
+def test_a_lora_changes_the_frames_and_is_not_left_applied(pipe, fox, loras):
+    events: list[wanpy.Progress] = []
+    with_lora = pipe.generate_video("a red fox in the snow", seed=7, progress=False, callback=events.append,
+                                    loras=[(loras["random"], 1.0)], **SMALL)
+    assert not np.array_equal(with_lora.frames, fox.frames)
+    assert with_lora.params["loras"] == [{"path": loras["random"], "multiplier": 1.0, "high_noise": False}]
+    assert with_lora.timings.lora_loading is not None and fox.timings.lora_loading is None
+    # reading the LoRA's 600 tensors reports progress of its own: not sampling steps
+    assert [e.step for e in events if e.phase == "sampling"] == [1, 2]
+    assert any(e.phase == "lora_loading" and e.steps == 600 for e in events)
+    zero = pipe.generate_video("a red fox in the snow", seed=7, progress=False, loras=[(loras["zero"], 1.0)],
+                               **SMALL)
+    assert np.array_equal(zero.frames, fox.frames)  # an all-zero update changes nothing
+    after = pipe.generate_video("a red fox in the snow", seed=7, progress=False, **SMALL)
+    assert np.array_equal(after.frames, fox.frames)
+
+
+def test_cancel_while_a_lora_loads_waits_for_sampling_and_the_pipeline_stays_usable(pipe, loras):
+    # sd.cpp reports the LoRA's loading from the thread that owns its reader threads: the
+    # cancel must not be thrown there (std::terminate), but at the first sampling step
+    events: list[wanpy.Progress] = []
+
+    def stop_on_lora(progress: wanpy.Progress) -> bool:
+        events.append(progress)
+        return progress.phase != "lora_loading"
+
+    with pytest.raises(wanpy.Cancelled, match="cancelled by the callback"):
+        pipe.generate_video("x", seed=1, progress=False, callback=stop_on_lora, loras=[(loras["random"], 1.0)],
+                            **SMALL)
+    assert [e.phase for e in events] == ["lora_loading"]
+    assert pipe.generate_video("x", seed=1, progress=False, **SMALL).num_frames == 5
 
 
 # --- Wan2.2 TI2V-5B: text and image to video, continuation --------------------------------

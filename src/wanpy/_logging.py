@@ -33,6 +33,11 @@ _RECOVERED = (
 )
 
 
+def recovered(text: str) -> bool:
+    """An error line sd.cpp recovers from by itself (logged at debug level)."""
+    return any(p.search(text) for p in _RECOVERED)
+
+
 # sd.cpp prefixes its lines with the source location ("stable-diffusion.cpp:3970 - ").
 _LOCATION = re.compile(r"^([\w.+-]+:\d+)\s+- (.*)$", re.DOTALL)
 
@@ -46,7 +51,7 @@ def _sink(source: str, level: str, text: str) -> None:
         location, text = m.groups()
     for observer in list(_observers):
         observer(source, level, text)
-    if level == "error" and any(p.search(text) for p in _RECOVERED):
+    if level == "error" and recovered(text):
         level = "debug"
     logger.log(LEVELS.get(level, logging.INFO), "%s", text, extra={"wanpy_source": source, "sdcpp_location": location})
 

@@ -30,7 +30,11 @@ class ModelFileError(WanpyError, ValueError):
 
 
 class LoadError(WanpyError):
-    """sd.cpp could not load the model files."""
+    """sd.cpp could not load the model files; ``sdcpp_errors`` holds the error lines it logged."""
+
+    def __init__(self, message: str, *, sdcpp_errors: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.sdcpp_errors = tuple(sdcpp_errors)
 
 
 class GenerationError(WanpyError):

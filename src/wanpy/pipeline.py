@@ -25,6 +25,7 @@ from typing import Any
 from wanpy import _core, _logging
 from wanpy.errors import Cancelled, GenerationError, LoadError, ModelFileError
 from wanpy.families import DEFAULT_SAMPLE_METHOD, DEFAULT_SCHEDULER, FAMILIES, Family
+from wanpy.loras import any_quantized, check_lora_file
 from wanpy.progress import GenerationMonitor, Progress
 from wanpy.preflight import FIT_MODES, FitChoice, Preflight, choose_fit, refusal
 from wanpy.preflight import preflight as run_preflight
@@ -137,6 +138,8 @@ class WanPipeline:
         device: a ``wanpy.Device`` or its index (default: the first GPU, else the CPU).
     """
 
+    _free_params_immediately = False  # True in the one-shot function's _OneShotPipeline
+
     def __init__(self, diffusion_model: str | os.PathLike[str], vae: str | os.PathLike[str],
                  text_encoder: str | os.PathLike[str] | None = None,
                  high_noise_diffusion_model: str | os.PathLike[str] | None = None,
@@ -145,6 +148,7 @@ class WanPipeline:
                  n_threads: int | None = None, device: Device | int | None = None,
                  preflight: bool = True) -> None:
         self._ctx: Any = None
+        self._quantized: bool | None = None  # whether any weight is quantized (sd.cpp's LoRA mode)
         self.files = {
             "diffusion_model": check_file("diffusion_model", diffusion_model),
             "vae": check_file("vae", vae),
@@ -265,18 +269,27 @@ class WanPipeline:
 
     def _load(self) -> Any:
         f = self.files
+        said: list[str] = []  # sd.cpp's errors while loading: the LoadError's reason
+
+        def on_log(source: str, level: str, text: str) -> None:
+            if level == "error" and not _logging.recovered(text) and len(said) < 20:
+                said.append(text)
+
         try:
-            return _core.Context(
-                diffusion_model=f["diffusion_model"], high_noise_diffusion_model=f["high_noise_diffusion_model"],
-                vae=f["vae"], t5xxl=f["text_encoder"], clip_vision=f["clip_vision"], n_threads=self.n_threads,
-                vae_decode_only=False,  # video mode needs the VAE encoder (and I2V encodes images)
-                flash_attention=self.flash_attention, offload_params_to_cpu=self.offload_to_cpu,
-                keep_vae_on_cpu=self.keep_vae_on_cpu, keep_clip_on_cpu=False, enable_mmap=False,
-                progress=None)
+            with _logging.observe(on_log):
+                return _core.Context(
+                    diffusion_model=f["diffusion_model"], high_noise_diffusion_model=f["high_noise_diffusion_model"],
+                    vae=f["vae"], t5xxl=f["text_encoder"], clip_vision=f["clip_vision"], n_threads=self.n_threads,
+                    vae_decode_only=False,  # video mode needs the VAE encoder (and I2V encodes images)
+                    flash_attention=self.flash_attention, offload_params_to_cpu=self.offload_to_cpu,
+                    keep_vae_on_cpu=self.keep_vae_on_cpu, keep_clip_on_cpu=False, enable_mmap=False,
+                    free_params_immediately=self._free_params_immediately, progress=None)
         except KeyboardInterrupt as exc:
-            raise Cancelled("loading was interrupted") from exc
+            raise Cancelled("loading was interrupted (Ctrl-C); nothing stays loaded") from exc
         except _core.NativeError as exc:
-            raise LoadError(str(exc)) from exc
+            message = str(exc).replace(" (see the wanpy log for sd.cpp's reason)", "")
+            raise LoadError(f"{message}: sd.cpp said: {'; '.join(said)}" if said else message,
+                            sdcpp_errors=tuple(said)) from exc
 
     # --- lifecycle ----------------------------------------------------------------
     @property
@@ -524,11 +537,29 @@ class WanPipeline:
             raise TypeError(f"loras[{i}].high_noise must be True or False")
         if lora.high_noise and not self.family.needs_high_noise:
             raise ValueError(f"loras[{i}] targets the high-noise expert, which {self.family.name} does not have")
+        if self._quantized is None:
+            self._quantized = any_quantized([p for p in self.files.values() if p is not None])
+        check_lora_file(f"loras[{i}]", path, high_noise=lora.high_noise, model_files=self.files,
+                        quantized=self._quantized)
         return Lora(path, mult, lora.high_noise)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"loaded on {self.device.name}"
         return f"<WanPipeline {self.family.name} {state}>"
+
+
+class _OneShotPipeline(WanPipeline):
+    """The one-shot function's pipeline: sd.cpp frees each model's weights as soon as the
+    generation is done with it (the text encoder after encoding, the DiT after sampling),
+    as sd-cli does, so the VAE decodes without them in memory. It generates once."""
+
+    _free_params_immediately = True
+
+    def generate_video(self, prompt: str, **kwargs: Any) -> Video:  # type: ignore[override]
+        try:
+            return super().generate_video(prompt, **kwargs)
+        finally:
+            self.close()  # weights are (partly) freed: never generate with this context again
 
 
 def _check_schedule(label: str, scheduler: str, steps: int) -> None:
@@ -603,8 +634,8 @@ def generate_video(prompt: str, *, diffusion_model: str | os.PathLike[str], vae:
         settings.update({k: v for k, v in choice.settings.items() if k in settings})
         # the pipeline gets the chosen settings: its own pre-flight confirms them, no second search
         generation = {**generation, "fit": "strict", "tile_size": choice.settings["tile_size"]}
-    with WanPipeline(diffusion_model, vae, text_encoder, high_noise_diffusion_model, clip_vision, **settings,
-                     n_threads=n_threads, device=device, preflight=generation.get("preflight", True)) as pipe:
+    with _OneShotPipeline(diffusion_model, vae, text_encoder, high_noise_diffusion_model, clip_vision, **settings,
+                          n_threads=n_threads, device=device, preflight=generation.get("preflight", True)) as pipe:
         video = pipe.generate_video(prompt, **generation)
         video = dataclasses.replace(video, timings=dataclasses.replace(video.timings, load=pipe.load_seconds))
     if choice is not None:

@@ -17,7 +17,12 @@ from tqdm.auto import tqdm
 
 from wanpy.video import Timings
 
-PHASES = ("loading", "high_noise_sampling", "sampling", "vae_decode")
+PHASES = ("loading", "lora_loading", "high_noise_sampling", "sampling", "vae_decode")
+
+# sd.cpp reads LoRA files (at run time, once per model they may modify, two passes each)
+# with progress reports of their own, before text encoding.
+_LORA_START = re.compile(r"^apply lora (at runtime|immediately)|^loading LoRA from ")
+_LORA_END = re.compile(r"^apply_loras completed, taking ([\d.]+)s")
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class GenerationMonitor:
         self._phase_start = time.perf_counter()
         self.timings: dict[str, float] = {}
         self.steps_seen: dict[str, int] = {}
+        self._after_loras = first_phase
 
     # called by _core's progress trampoline (GIL held); False cancels
     def on_progress(self, step: int, steps: int, seconds_per_step: float) -> bool:
@@ -69,6 +75,17 @@ class GenerationMonitor:
 
     # called for every sd.cpp log line
     def on_log(self, text: str) -> None:
+        if _LORA_START.search(text):
+            if self.phase != "lora_loading":
+                self._after_loras = self.phase
+                self._next_phase("lora_loading")
+            return
+        m = _LORA_END.search(text)
+        if m:
+            self.timings["lora_loading"] = self.timings.get("lora_loading", 0.0) + float(m.group(1))
+            if self.phase == "lora_loading":
+                self._next_phase(self._after_loras)
+            return
         for pattern, key, scale in _TIMING_LINES:
             m = pattern.search(text)
             if m:
@@ -99,6 +116,6 @@ class GenerationMonitor:
 
     def result(self, *, load: float | None, total: float) -> Timings:
         t = self.timings
-        return Timings(load=load, text_encoding=t.get("text_encoding"), image_encoding=t.get("image_encoding"),
+        return Timings(load=load, lora_loading=t.get("lora_loading"), text_encoding=t.get("text_encoding"), image_encoding=t.get("image_encoding"),
                        high_noise_sampling=t.get("high_noise_sampling"), sampling=t.get("sampling"),
                        vae_decode=t.get("vae_decode"), total=total)

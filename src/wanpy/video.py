@@ -17,6 +17,7 @@ class Timings:
     """Seconds spent in each phase, as sd.cpp measured them (None: phase not run)."""
 
     load: float | None = None
+    lora_loading: float | None = None  # reading LoRA files (each generation that uses LoRAs)
     text_encoding: float | None = None
     image_encoding: float | None = None
     high_noise_sampling: float | None = None

@@ -34,7 +34,7 @@ from wanpy.testing.wan_layouts import DIT_CONFIGS, GGML_NAMES, TensorSpec
 
 __all__ = [
     "KIT_VERSION", "DTYPES", "VARIANTS", "ModelSet", "SetLayout", "cache_dir", "cached_model_set",
-    "make_model_set", "write_model_file",
+    "make_lora", "make_model_set", "write_model_file",
 ]
 
 # Bump whenever the bytes the kit writes change: cached sets of other versions are not reused.
@@ -251,3 +251,46 @@ def write_model_file(path: str | os.PathLike[str], tensors: list[TensorSpec], *,
     path = Path(path)
     write_file(path, tensors, format, dict(metadata or {}), seed=seed, seed_key=seed_key, sparse=sparse)
     return path
+
+
+# the Linear layers of every Wan DiT block a LoRA commonly trains
+LORA_LAYERS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
+               "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2")
+
+
+def make_lora(path: str | os.PathLike[str], diffusion_model: str | os.PathLike[str], *, rank: int = 4,
+              layers: tuple[str, ...] = LORA_LAYERS, blocks: range | None = None, naming: str = "diffusers",
+              init: str = "uniform", strength: float = 1.0, seed: int = 0) -> Path:
+    """Write a random LoRA (safetensors, F16) for the Wan DiT ``diffusion_model``.
+
+    One lora_down [rank, in] / lora_up [out, rank] pair per ``layers`` entry of each of
+    ``blocks`` (default: all), with the shapes read from the DiT's header. ``naming``:
+    "diffusers" (``diffusion_model.blocks.0.self_attn.q.lora_A.weight``, as Wan LoRAs trained
+    with diffusers/musubi are published) or "kohya" (``lora_unet_blocks_0_self_attn_q.lora_down.weight``).
+    ``init="zeros"`` writes lora_up as zeros: a LoRA that changes nothing. ``strength`` scales
+    lora_up: at 1.0 the update's values are about those of the weight it modifies.
+    """
+    from wanpy.model_files import read_header
+
+    if naming not in ("diffusers", "kohya"):
+        raise ValueError(f"naming must be 'diffusers' or 'kohya', got {naming!r}")
+    if init not in ("uniform", "zeros"):
+        raise ValueError(f"init must be 'uniform' or 'zeros', got {init!r}")
+    header = read_header(diffusion_model)
+    n_blocks = 1 + max(int(name.split(".")[1]) for name in header.tensors if name.startswith("blocks."))
+    specs = []
+    for i in blocks if blocks is not None else range(n_blocks):
+        for layer in layers:
+            weight = header.tensors.get(f"blocks.{i}.{layer}.weight")
+            if weight is None or len(weight.shape) != 2:
+                raise ValueError(f"{diffusion_model}: no Linear weight blocks.{i}.{layer}.weight")
+            out_dim, in_dim = weight.shape
+            stem = (f"diffusion_model.blocks.{i}.{layer}" if naming == "diffusers"
+                    else f"lora_unet_blocks_{i}_{layer.replace('.', '_')}")
+            down, up = ("lora_A", "lora_B") if naming == "diffusers" else ("lora_down", "lora_up")
+            # down @ x keeps x's scale (rank outputs); up spreads them over out_dim like the weight
+            specs.append(TensorSpec(f"{stem}.{down}.weight", (rank, in_dim), "F16", "uniform",
+                                    wan_layouts._lecun(in_dim)))
+            specs.append(TensorSpec(f"{stem}.{up}.weight", (out_dim, rank), "F16", init,
+                                    strength * wan_layouts._lecun(rank) if init == "uniform" else 0.0))
+    return write_model_file(path, specs, format="safetensors", seed=seed, seed_key="lora")
