@@ -1,0 +1,126 @@
+"""The 14B modes end to end on random weights: Wan2.1 I2V-14B and FLF2V-14B (with CLIP vision),
+Wan2.2 T2V-A14B and I2V-A14B (two experts), one fresh process each, at a tiny size.
+
+The test suite runs the 1.3B and the TI2V-5B; the 14B sets are 8 GB per DiT at q4_0 (17 GB for
+an A14B pair), too large and slow for CI on a 2-core machine, so this script is where they run.
+Each variant's set is written into a temporary folder (or ``--keep`` it in the kit's cache),
+generated with, checked, and deleted. Per variant it reports: frames returned against frames
+asked, finite and not constant, the timings sd.cpp logged per phase (image encoding, high-noise
+and low-noise sampling, VAE decode), load time, wall time and peak RSS of the process; for the
+A14B pairs also the high-noise steps that ran, and a second clip with a low-noise LoRA (the kit's
+``make_lora``) whose frames must differ from the first.
+
+Usage (about 15 minutes and 20 GB of free disk and RAM on 2 cores):
+  PYTHONPATH=src python3 bench/run_large_models.py --json large_models.json
+  PYTHONPATH=src python3 bench/run_large_models.py --variants wan2.1-i2v-14b --size 32x32 --frames 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+VARIANTS = ("wan2.1-i2v-14b", "wan2.1-flf2v-14b", "wan2.2-t2v-a14b", "wan2.2-i2v-a14b")
+
+_CHILD = r"""
+import json, sys, time
+import numpy as np
+import wanpy, wanpy.families
+from wanpy.testing import cached_model_set, make_lora, make_model_set
+from wanpy.testing.scenes import scene_frame
+
+a = json.loads(sys.argv[1])
+t = time.perf_counter()
+if a["keep"]:
+    models = cached_model_set(variant=a["variant"], dtype=a["dtype"], seed=0)
+else:
+    models = make_model_set(a["folder"], variant=a["variant"], dtype=a["dtype"], seed=0)
+written = time.perf_counter() - t
+w, h, n = a["width"], a["height"], a["frames"]
+family = wanpy.families.FAMILIES[models.family]
+request = dict(width=w, height=h, num_frames=n, steps=a["steps"], seed=11, progress=False)
+if family.images in ("init", "init_end"):
+    request["init_image"] = (scene_frame(0, h, w) * 255).round().astype(np.uint8)
+if family.images == "init_end":
+    request["end_image"] = (scene_frame(40, h, w) * 255).round().astype(np.uint8)
+if family.needs_high_noise:
+    request.update(high_noise_steps=1)
+out = {"variant": a["variant"], "family": models.family, "files_written_s": written,
+       "files_gib": sum(p.stat().st_size for p in models.files) / 2**30}
+t = time.perf_counter()
+with wanpy.WanPipeline(**models.pipeline_kwargs(), n_threads=a["threads"]) as pipe:
+    out["load_s"] = pipe.load_seconds
+    video = pipe.generate_video("a red fox running through the snow", **request)
+    f = video.frames
+    out.update(frames_asked=n, frames=list(f.shape), finite=bool(np.isfinite(f).all()),
+               not_constant=bool(f.std() > 0), mean=float(f.mean()),
+               timings={k: v for k, v in vars(video.timings).items() if v is not None},
+               high_noise_steps_run=video.params.get("high_noise_steps_run"))
+    if family.needs_high_noise:
+        lora = make_lora(a["folder"] + "/lora.safetensors", models.diffusion_model, blocks=range(4))
+        with_lora = pipe.generate_video("a red fox running through the snow", loras=[(str(lora), 1.0)], **request)
+        out["low_noise_lora"] = {
+            "frames": list(with_lora.frames.shape),
+            "max_abs_difference_to_without": int(np.abs(with_lora.frames.astype(int) - f).max()),
+            "lora_loading_s": with_lora.timings.lora_loading}
+out["pipeline_wall_s"] = time.perf_counter() - t
+out["peak_rss_mib"] = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) // 1024
+print("RESULT " + json.dumps(out))
+"""
+
+
+def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    folder = Path(tempfile.mkdtemp(prefix=f"wanpy-{variant}-", dir=args.workdir))
+    payload = {"variant": variant, "dtype": args.dtype, "folder": str(folder), "keep": args.keep,
+               "width": args.size[0], "height": args.size[1], "frames": args.frames, "steps": args.steps,
+               "threads": args.threads}
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(payload)], capture_output=True, text=True)
+        stdout, stderr = proc.stdout, proc.stderr
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    wall = time.perf_counter() - start
+    line = next((l for l in stdout.splitlines() if l.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        return {"variant": variant, "error": f"exit status {proc.returncode}", "stderr_tail": stderr[-2000:]}
+    result = json.loads(line.removeprefix("RESULT "))
+    result["process_wall_s"] = wall
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", type=lambda s: s.split(","), default=list(VARIANTS))
+    parser.add_argument("--dtype", default="q4_0")
+    parser.add_argument("--size", type=lambda s: tuple(int(x) for x in s.split("x")), default=(32, 32))
+    parser.add_argument("--frames", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--keep", action="store_true", help="keep the sets in the kit's cache")
+    parser.add_argument("--workdir", default=None, help="where the sets are written (default: the temp dir)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    results = []
+    for variant in args.variants:
+        result = run_variant(variant, args)
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    ok = all("error" not in r and r["frames"][0] == r["frames_asked"] and r["finite"] and r["not_constant"]
+             for r in results)
+    if args.json:
+        args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "args": vars(args) | {
+            "json": str(args.json)}, "results": results, "all_ok": ok}, indent=1, default=str))
+    print("all ok" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
