@@ -75,6 +75,28 @@ def test_generate_refuses_a_bad_frame_count_before_loading(tmp_path):
     assert not (tmp_path / "x.webm").exists()
 
 
+def test_generate_refuses_a_file_that_is_no_lora_before_loading(tmp_path):
+    from wanpy.testing import cached_model_set
+
+    models = cached_model_set()
+    result = wanpy_cli("-v", "generate", "--diffusion-model", str(models.diffusion_model), "--vae",
+                       str(models.vae), "--prompt", "x", "--size", "64x64", "--frames", "5", "--lora",
+                       f"{models.vae}:0.5", "-o", str(tmp_path / "x.webm"))
+    assert result.returncode == 1
+    assert "wanpy: error: loras[0]: " in result.stderr and "holds no LoRA tensors" in result.stderr
+    assert "loading tensors" not in result.stderr  # refused before sd.cpp loaded anything
+    assert not (tmp_path / "x.webm").exists()
+
+
+def test_lora_option_parses_an_optional_multiplier():
+    from wanpy.cli import parse_lora
+
+    assert parse_lora("style.safetensors") == ("style.safetensors", 1.0)
+    assert parse_lora("style.safetensors:0.75") == ("style.safetensors", 0.75)
+    assert parse_lora("C:/loras/a.safetensors") == ("C:/loras/a.safetensors", 1.0)
+    assert parse_lora("C:/loras/a.safetensors:-1") == ("C:/loras/a.safetensors", -1.0)
+
+
 @pytest.mark.slow
 def test_demo_writes_a_webm_that_probes_as_the_frames_it_printed(tmp_path):
     out = tmp_path / "demo.webm"

@@ -82,7 +82,22 @@ def _generation_kwargs(args: argparse.Namespace) -> dict:
         kwargs["num_frames"] = args.frames
     if args.duration is not None:
         kwargs["duration"] = args.duration
+    loras = [(path, mult, False) for path, mult in args.lora] + [(path, mult, True) for path, mult in
+                                                                args.high_noise_lora]
+    if loras:
+        kwargs["loras"] = loras
     return kwargs
+
+
+def parse_lora(text: str) -> tuple[str, float]:
+    """PATH or PATH:MULTIPLIER (a path may itself contain ':')."""
+    path, sep, mult = text.rpartition(":")
+    if sep:
+        try:
+            return path, float(mult)
+        except ValueError:
+            pass
+    return text, 1.0
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -215,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--moe-boundary", type=float)
     p.add_argument("--init-image")
     p.add_argument("--end-image")
+    p.add_argument("--lora", type=parse_lora, action="append", default=[], metavar="PATH[:MULTIPLIER]",
+                   help="a LoRA (repeatable; multiplier 1.0 by default)")
+    p.add_argument("--high-noise-lora", type=parse_lora, action="append", default=[], metavar="PATH[:MULTIPLIER]",
+                   help="a LoRA for Wan2.2 A14B's high-noise expert (repeatable)")
     _add_memory_options(p)
     p.add_argument("--threads", type=int)
     p.add_argument("--fit", choices=("strict", "auto"), default="strict",

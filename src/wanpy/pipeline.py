@@ -525,27 +525,31 @@ class WanPipeline:
         return Video(frames=frames, fps=fps_value, seed=seed_v, params=params, timings=timings)
 
     def _check_lora(self, i: int, lora: Lora | tuple) -> Lora:
-        if isinstance(lora, tuple):
-            if not 1 <= len(lora) <= 3:
-                raise ValueError(f"loras[{i}] must be (path[, multiplier[, high_noise]]), got {lora!r}")
-            lora = Lora(*lora)
-        if not isinstance(lora, Lora):
-            raise TypeError(f"loras[{i}] must be a wanpy.Lora or a tuple, got {type(lora).__name__}")
-        path = check_file(f"loras[{i}]", lora.path)
-        mult = check_float(f"loras[{i}].multiplier", lora.multiplier, minimum=-10, maximum=10)
-        if not isinstance(lora.high_noise, bool):
-            raise TypeError(f"loras[{i}].high_noise must be True or False")
-        if lora.high_noise and not self.family.needs_high_noise:
-            raise ValueError(f"loras[{i}] targets the high-noise expert, which {self.family.name} does not have")
         if self._quantized is None:
             self._quantized = any_quantized([p for p in self.files.values() if p is not None])
-        check_lora_file(f"loras[{i}]", path, high_noise=lora.high_noise, model_files=self.files,
-                        quantized=self._quantized)
-        return Lora(path, mult, lora.high_noise)
+        return _check_lora(i, lora, self.family, self.files, self._quantized)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"loaded on {self.device.name}"
         return f"<WanPipeline {self.family.name} {state}>"
+
+
+def _check_lora(i: int, lora: Lora | tuple, family: Family, files: dict[str, str | None], quantized: bool) -> Lora:
+    """loras[i] as a Lora, its file checked against the pipeline's files (wanpy.loras)."""
+    if isinstance(lora, tuple):
+        if not 1 <= len(lora) <= 3:
+            raise ValueError(f"loras[{i}] must be (path[, multiplier[, high_noise]]), got {lora!r}")
+        lora = Lora(*lora)
+    if not isinstance(lora, Lora):
+        raise TypeError(f"loras[{i}] must be a wanpy.Lora or a tuple, got {type(lora).__name__}")
+    path = check_file(f"loras[{i}]", lora.path)
+    mult = check_float(f"loras[{i}].multiplier", lora.multiplier, minimum=-10, maximum=10)
+    if not isinstance(lora.high_noise, bool):
+        raise TypeError(f"loras[{i}].high_noise must be True or False")
+    if lora.high_noise and not family.needs_high_noise:
+        raise ValueError(f"loras[{i}] targets the high-noise expert, which {family.name} does not have")
+    check_lora_file(f"loras[{i}]", path, high_noise=lora.high_noise, model_files=files, quantized=quantized)
+    return Lora(path, mult, lora.high_noise)
 
 
 class _OneShotPipeline(WanPipeline):
@@ -628,6 +632,15 @@ def generate_video(prompt: str, *, diffusion_model: str | os.PathLike[str], vae:
              "clip_vision": clip_vision}
     settings = {"flash_attention": flash_attention, "vae_tiling": vae_tiling, "offload_to_cpu": offload_to_cpu,
                 "keep_vae_on_cpu": keep_vae_on_cpu}
+    loras = generation.get("loras", ())
+    if loras and isinstance(loras, Sequence) and not isinstance(loras, str):
+        # a LoRA that cannot apply fails now, not after the weights are loaded
+        named = {"diffusion_model": check_file("diffusion_model", diffusion_model),
+                 **{k: None if v is None else check_file(k, v) for k, v in files.items()}}
+        fam = _family_of(named["diffusion_model"], two_experts=named["high_noise_diffusion_model"] is not None)
+        quantized = any_quantized([p for p in named.values() if p is not None])
+        for i, lora in enumerate(loras):
+            _check_lora(i, lora, fam, named, quantized)
     choice = None
     if generation.get("fit") == "auto" and generation.get("preflight", True) is True:
         choice = _fit_before_loading({"diffusion_model": diffusion_model, **files}, settings, device, generation)
