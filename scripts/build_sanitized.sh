@@ -15,7 +15,7 @@
 # Running anything with it by hand: the Python interpreter is not instrumented, so the ASan runtime
 # must be loaded first, and CPython's own allocations would drown the report in "leaks":
 #
-#   LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
+#   LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libstdc++.so)" \
 #   ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 GGML_NO_BACKTRACE=1 \
 #   .venv-asan/bin/python -m pytest -m "not vulkan" tests/test_foundation.py tests/test_preflight.py \
 #       tests/test_pipeline.py tests/test_reliability.py tests/test_reliability_runtime.py
@@ -44,7 +44,10 @@ CMAKE_ARGS="-DCMAKE_C_FLAGS='$flags' -DCMAKE_CXX_FLAGS='$flags' \
   "$venv/bin/python" -m pip install --no-build-isolation ".[test]" \
     -C build-dir=build/asan -C cmake.build-type=RelWithDebInfo
 
-libasan=$(gcc -print-file-name=libasan.so)
+# libstdc++ is preloaded with the ASan runtime: ASan intercepts __cxa_throw and must find the real one
+# when the process starts (python itself does not link libstdc++; without it the first C++ exception,
+# e.g. wanpy's cancel, stops the process with "CHECK failed: ... real___cxa_throw").
+libasan="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libstdc++.so)"
 echo "built: $("$venv/bin/python" -c 'import wanpy._core as c; print(c.__file__)' 2>/dev/null || echo '(import needs LD_PRELOAD)')"
 echo "run with: LD_PRELOAD=$libasan ASAN_OPTIONS=detect_leaks=0 $venv/bin/python ..."
 
