@@ -3,6 +3,7 @@ suggestions that fit when applied, refusals before loading, and bad headers."""
 
 from __future__ import annotations
 
+import importlib
 import re
 
 import numpy as np
@@ -10,8 +11,10 @@ import pytest
 
 import wanpy
 from wanpy import _logging
-from wanpy.preflight import PRESETS, parse_bytes
+from wanpy.preflight import PRESETS, parse_bytes, refusal
 from wanpy.testing import cached_model_set
+
+preflight_module = importlib.import_module("wanpy.preflight")  # wanpy.preflight is the function
 
 MiB = 2**20
 
@@ -245,6 +248,31 @@ def test_frame_counts_stop_at_the_longest_clip_sd_cpp_builds_graphs_for():
     with pytest.raises(ValueError, match="num_frames must be <= 657, got 661"):
         wanpy.preflight("wan2.2-ti2v-5b", width=64, height=64, num_frames=661)
     assert wanpy.preflight("wan2.1-t2v-1.3b", width=64, height=64, num_frames=689, suggest=False).fits
+
+
+def test_a_video_larger_than_host_memory_is_refused_without_measuring(monkeypatch):
+    # the measurement itself allocates zero-filled latents of the request's size (46 GB at
+    # 16384x16384x689: MemoryError, or the OOM killer, before this check); sd.cpp could not hold
+    # the decoded video anyway
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    report = wanpy.preflight("wan2.1-t2v-1.3b", width=16384, height=16384, num_frames=689, suggest=False)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 512 * 1024  # KiB: nothing big
+    assert not report.fits
+    host = [a for a in report.allocations if a.kind == "host buffer"]
+    assert [(a.nbytes, a.on_device) for a in host] == [(15 * 16384 * 16384 * 689, False)]
+    assert "of host memory (sd.cpp holds it as f32, then as uint8); this machine has" in report.problems[0]
+    error = refusal(report)
+    assert error.required == 15 * 16384 * 16384 * 689 and error.limit == preflight_module._host_memory()
+    # the boundary: exactly the decoded video's size of memory measures the graphs, a byte less does not
+    need = preflight_module.host_video_bytes(64, 64, 5)
+    assert need == 15 * 64 * 64 * 5
+    for memory, refused in ((need, False), (need - 1, True)):
+        monkeypatch.setattr(preflight_module, "_host_memory", lambda memory=memory: memory)
+        small = wanpy.preflight("wan2.1-t2v-1.3b", width=64, height=64, num_frames=5, suggest=False)
+        assert any(a.kind == "host buffer" for a in small.allocations) is refused
+        assert any(a.kind == "compute buffer" for a in small.allocations) is not refused
 
 
 def test_sizes_parse_in_every_spelling():

@@ -158,7 +158,8 @@ class Allocation:
     """One allocation ggml will make: ``name`` (what it is), ``phase`` (when: "load",
     "text encoding", "clip vision", "VAE encode", "high-noise sampling", "sampling",
     "VAE decode"), ``nbytes``. ``component`` is the model part; ``kind`` is
-    "weights buffer", "weight tensor", "compute buffer" or "tensor"; ``shape`` (ggml
+    "weights buffer", "weight tensor", "compute buffer", "tensor" or "host buffer" (the
+    decoded video, when host memory is what does not fit); ``shape`` (ggml
     order) and ``dtype`` describe a single tensor; ``buffer_total`` is the whole buffer
     the chunk or tensor belongs to (ggml splits buffers at the device's buffer size)."""
 
@@ -387,8 +388,20 @@ def longest_clip(desc: str) -> int:
     return MAX_NUM_FRAMES_BY_FAMILY["wan2.1-t2v-1.3b"]
 
 
+def host_video_bytes(width: int, height: int, num_frames: int) -> int:
+    """Host memory a generation's decoded video takes at its peak: sd.cpp's f32 tensor
+    (12 B a pixel) and its uint8 frames (3 B), whatever the device."""
+    return 15 * width * height * num_frames
+
+
+def _host_memory() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def _measure(s: Any, cfg: _Config, t: _Target, weights_only: bool = False
-             ) -> tuple[list[Allocation], list[PhaseTotal], str]:
+             ) -> tuple[list[Allocation], list[PhaseTotal], str, str | None]:
+    """Every allocation and phase total, the DiT's description, and a host-memory problem
+    (then the graphs are not measured)."""
     desc = s.dit_desc(False)
     ti2v = desc == "Wan2.2-TI2V-5B"
     scale = 16 if ti2v else 8
@@ -422,6 +435,20 @@ def _measure(s: Any, cfg: _Config, t: _Target, weights_only: bool = False
                                  int(m["largest"]), comp, "weight tensor", tuple(m["shape"]), m["type"],
                                  int(m["total"])))
 
+    on_host = {"vae"} if cfg.keep_vae_on_cpu and not t.is_cpu else set()
+    allocs = [dataclasses.replace(a, on_device=False) if a.component in on_host else a for a in allocs]
+    resident = 0 if cfg.offload_to_cpu else sum(v for k, v in weights.items() if k not in on_host)
+    host_weights = sum(weights.values()) - resident
+    video = host_video_bytes(cfg.width, cfg.height, cfg.num_frames)
+    if not weights_only and video > _host_memory():
+        # sd.cpp cannot hold the decoded video on this machine; measuring the graphs would itself
+        # allocate (zero-filled) latents of the request's size, tens of GB at the largest sizes
+        allocs.append(Allocation("decoded video, f32 and uint8 (host memory)", "VAE decode", video, "vae",
+                                 "host buffer", on_device=False))
+        problem = (f"the decoded video needs {_fmt(video)} of host memory (sd.cpp holds it as f32, then as "
+                   f"uint8); this machine has {_fmt(_host_memory())}")
+        return allocs, [PhaseTotal("load", resident, host_weights)], desc, problem
+
     graphs: list[tuple[str, str, dict]] = []  # (phase, component, measured)
     if weights_only:
         pass
@@ -448,10 +475,6 @@ def _measure(s: Any, cfg: _Config, t: _Target, weights_only: bool = False
         graphs.append(("sampling", "diffusion_model", s.dit_graph(False, x, context, clip_fea, c_concat, steps_in, fa, al, ch)))
         graphs.append(("VAE decode", "vae", _vae(s, True, cfg, w, h, t_lat, scale, fa, al, ch)))
 
-    on_host = {"vae"} if cfg.keep_vae_on_cpu and not t.is_cpu else set()
-    allocs = [dataclasses.replace(a, on_device=False) if a.component in on_host else a for a in allocs]
-    resident = 0 if cfg.offload_to_cpu else sum(v for k, v in weights.items() if k not in on_host)
-    host_weights = sum(weights.values()) - resident
     phases = [PhaseTotal("load", resident, host_weights)]
     for phase, comp, m in graphs:
         total, largest = int(m["total"]), int(m["largest"])
@@ -465,7 +488,7 @@ def _measure(s: Any, cfg: _Config, t: _Target, weights_only: bool = False
         else:
             extra = weights[comp] if cfg.offload_to_cpu else 0
             phases.append(PhaseTotal(phase, resident + extra + total, host_weights))
-    return allocs, phases, desc
+    return allocs, phases, desc, None
 
 
 def _vae(s: Any, decode: bool, cfg: _Config, w: int, h: int, frames: int, scale: int, fa: bool, al: int,
@@ -489,10 +512,10 @@ def _shape(ne: Any) -> str:
 
 def _evaluate(s: Any, cfg: _Config, t: _Target, weights_only: bool = False
               ) -> tuple[bool, Allocation, tuple[Allocation, ...], tuple[PhaseTotal, ...], int, tuple[str, ...], str]:
-    allocs, phases, desc = _measure(s, cfg, t, weights_only)
+    allocs, phases, desc, host_problem = _measure(s, cfg, t, weights_only)
     largest = min([a for a in allocs if a.on_device] or allocs, key=_largest_first)
     peak = max(p.device for p in phases)
-    problems = []
+    problems = [host_problem] if host_problem else []
     if t.max_allocation is not None:
         if largest.nbytes > t.max_allocation:
             a = largest
@@ -813,7 +836,10 @@ def _choose(s: Any, cfg: _Config, t: _Target) -> tuple[_Config | None, int]:
 def refusal(report: Preflight) -> AllocationTooLargeError:
     """The exception a pipeline raises for a report that does not fit."""
     a = report.largest
-    if report.max_allocation is not None and a.nbytes > report.max_allocation:
+    host = next((x for x in report.allocations if x.kind == "host buffer"), None)
+    if host is not None:
+        required, limit, what = host.nbytes, _host_memory(), host
+    elif report.max_allocation is not None and a.nbytes > report.max_allocation:
         required, limit, what = a.nbytes, report.max_allocation, a
     else:
         worst = max(report.phases, key=lambda p: p.device)
