@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import logging
+import signal
 import threading
 import time
 
@@ -138,6 +139,9 @@ def test_callback_raising_propagates_its_exception(pipe):
 
 def test_ctrl_c_stops_within_a_step(pipe):
     events: list[wanpy.Progress] = []
+    # as in an interactive Python: a test run started in the background by a non-interactive
+    # shell inherits SIGINT ignored, and interrupt_main() then raises nothing
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(1.0, _thread.interrupt_main)
     timer.start()
     try:
@@ -145,6 +149,7 @@ def test_ctrl_c_stops_within_a_step(pipe):
             pipe.generate_video("x", seed=1, progress=False, callback=events.append, **{**SMALL, "steps": 30})
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert len(events) < 30
     assert pipe.generate_video("x", seed=1, progress=False, **SMALL).num_frames == 5
 

@@ -36,6 +36,9 @@ def pipeline(**kw):
 @contextlib.contextmanager
 def ctrl_c_after(pattern, delay):
     """The user presses Ctrl-C (SIGINT) `delay` s after a wanpy log line matches `pattern`."""
+    # as in an interactive Python: a job started in the background by a non-interactive shell
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     pressed = []
     class Trigger(logging.Handler):
         def emit(self, record):
