@@ -399,6 +399,25 @@ RUNTIME = [
          "    pipe.generate_video('a red fox', **SMALL, loras=[(lora, 1.0)]).save(OUT)",
          "Cancelled", r"generation interrupted \(Ctrl-C\)",
          then="assert pipe.generate_video('a red fox', **SMALL, loras=[(lora, 1.0)]).num_frames == 1"),
+    # sd.cpp's prompt regex recurses once per byte: 5000 bytes overflowed a 1 MiB thread stack
+    # (SIGSEGV, measured); the pre-check compares the prompt with the stack the thread has left
+    Case("a long prompt from a thread with a 1 MiB stack", r'''
+pipe = pipeline()
+box = {}
+def work(n):
+    try:
+        box[n] = pipe.generate_video("a" * n, **SMALL)
+    except BaseException as exc:
+        box[n] = exc
+threading.stack_size(1 << 20)
+for n in (1000, 5000):
+    t = threading.Thread(target=work, args=(n,))
+    t.start()
+    t.join()
+assert box[1000].num_frames == 1, box[1000]
+raise box[5000]
+''', "ValueError", r"a prompt of 5000 bytes needs about \d+ KiB of stack .* this thread has \d+ KiB left",
+         then="assert pipe.generate_video('a' * 5000, **SMALL).num_frames == 1  # the main thread's 8 MiB"),
     Case("close() then generate",
          "pipe = pipeline()\npipe.close()\npipe.generate_video('a red fox', **SMALL).save(OUT)",
          "GenerationError", "closed",

@@ -358,6 +358,7 @@ class WanPipeline:
         fam = self.family
         prompt = check_text("prompt", prompt)
         negative_prompt = check_text("negative_prompt", negative_prompt)
+        _check_stack_for(prompt, negative_prompt)
         w, h, n, fps_value = _request_shape(fam, width, height, num_frames, duration, fps, align)
         steps_v = check_int("steps", fam.steps if steps is None else steps, minimum=1, maximum=1000)
         cfg = check_float("cfg_scale", fam.cfg_scale if cfg_scale is None else cfg_scale, minimum=0, maximum=100)
@@ -564,6 +565,21 @@ class _OneShotPipeline(WanPipeline):
             return super().generate_video(prompt, **kwargs)
         finally:
             self.close()  # weights are (partly) freed: never generate with this context again
+
+
+_STACK_MARGIN = 256 << 10  # sd.cpp's frames below the prompt parser, and Python's above
+
+
+def _check_stack_for(*texts: str) -> None:
+    """sd.cpp's prompt parser recurses once per byte (see validation.MAX_TEXT_BYTES): refuse a
+    prompt the calling thread's stack cannot hold, instead of overflowing it (SIGSEGV)."""
+    left = _core.thread_stack_left()
+    longest = max(len(t.encode("utf-8")) for t in texts)
+    need = _core.PROMPT_STACK_PER_BYTE * longest + _STACK_MARGIN
+    if 0 <= left < need:
+        raise ValueError(f"a prompt of {longest} bytes needs about {need // 1024} KiB of stack for sd.cpp to parse; "
+                         f"this thread has {left // 1024} KiB left: shorten the prompt, or generate from a thread "
+                         f"with a larger stack (threading.stack_size({1 << (need.bit_length())}) before starting it)")
 
 
 def _check_schedule(label: str, scheduler: str, steps: int) -> None:
