@@ -60,7 +60,7 @@ Context::Context(std::optional<std::string> diffusion_model, std::optional<std::
     if (!failure.empty()) throw NativeError("loading the models failed: " + failure);
     if (ctx == nullptr) {
         throw NativeError(route.cancelled() ? "loading was cancelled"
-                                            : "loading the models failed (see the wanpy log for sd.cpp's reason)");
+                                            : "loading the models failed");  // wanpy adds sd.cpp's logged reason
     }
     ctx_ = ctx;
 }

@@ -18,9 +18,8 @@ def t2v():
     return cached_model_set(variant="wan2.1-t2v-1.3b", dtype="q4_0", seed=0, sparse=True)
 
 
-def _check(path, models, *, high_noise=False, quantized=True):
-    return check_lora_file("loras[0]", str(path), high_noise=high_noise, quantized=quantized,
-                           model_files=models.pipeline_kwargs())
+def _check(path, models, *, high_noise=False):
+    return check_lora_file("loras[0]", str(path), high_noise=high_noise, model_files=models.pipeline_kwargs())
 
 
 def test_diffusers_names_target_every_layer_with_sdcpp_names(t2v, tmp_path):
@@ -79,8 +78,9 @@ def test_high_noise_loras_need_unquantized_experts(tmp_path):
     a14b = cached_model_set(variant="wan2.2-t2v-a14b", dtype="q4_k", seed=0, sparse=True)
     lora = make_lora(tmp_path / "hn.safetensors", a14b.high_noise_diffusion_model, blocks=range(1))
     with pytest.raises(ValueError, match="a high-noise LoRA would be ignored"):
-        _check(lora, a14b, high_noise=True, quantized=True)
-    found = _check(lora, a14b, high_noise=True, quantized=False)
+        _check(lora, a14b, high_noise=True)
+    f16 = cached_model_set(variant="wan2.2-t2v-a14b", dtype="f16", seed=0, sparse=True)
+    found = _check(lora, f16, high_noise=True)
     assert "model.high_noise_diffusion_model.blocks.0.self_attn.q.weight" in found.targets
     # the same file as a low-noise LoRA targets the low-noise expert's names
     assert "model.diffusion_model.blocks.0.self_attn.q.weight" in lora_targets(lora).targets

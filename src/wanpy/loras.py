@@ -10,7 +10,6 @@ so that such a LoRA is refused before any sampling.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 
 from wanpy import _core
 from wanpy.errors import ModelFileError
-from wanpy.model_files import read_header
+from wanpy.model_files import read_header_cached
 
 # The suffixes sd.cpp's converted LoRA tensor names end with (src/lora.hpp), after the
 # model tensor they modify ("<tensor>.lora_down", "<tensor>.alpha", ...).
@@ -56,14 +55,7 @@ class LoraTargets:
 
 def lora_targets(path: str | os.PathLike[str], *, high_noise: bool = False) -> LoraTargets:
     """Read a LoRA file's header (no data) and name the model tensors it modifies."""
-    p = os.fspath(path)
-    st = os.stat(p)
-    return _targets(p, st.st_size, st.st_mtime_ns, high_noise)
-
-
-@functools.lru_cache(maxsize=32)
-def _targets(path: str, size: int, mtime_ns: int, high_noise: bool) -> LoraTargets:
-    tensors = read_header(path).tensors
+    tensors = read_header_cached(path).tensors
     names = list(tensors)
     converted = _core.convert_tensor_names(names, _HIGH_NOISE_LORA_PREFIX if high_noise else _LORA_PREFIX)
     targets: dict[str, dict[str, tuple[int, ...]]] = {}
@@ -77,21 +69,15 @@ def _targets(path: str, size: int, mtime_ns: int, high_noise: bool) -> LoraTarge
         parts = targets.setdefault(target, {})
         if m.group(1) in ("lora_down", "lora_up", "diff"):
             parts[m.group(1)] = tensors[original].shape
-    return LoraTargets(path, len(names) - len(others), tuple(others), targets)
+    return LoraTargets(os.fspath(path), len(names) - len(others), tuple(others), targets)
 
 
 def model_tensor_shapes(path: str | os.PathLike[str], slot: str) -> dict[str, tuple[int, ...]]:
     """sd.cpp's name -> row-major shape of each tensor of the model file in ``slot``
     (a key of MODEL_PREFIXES)."""
-    p = os.fspath(path)
-    st = os.stat(p)
-    return _model_shapes(p, st.st_size, st.st_mtime_ns, MODEL_PREFIXES[slot])
-
-
-@functools.lru_cache(maxsize=16)
-def _model_shapes(path: str, size: int, mtime_ns: int, prefix: str) -> dict[str, tuple[int, ...]]:
-    tensors = read_header(path).tensors
-    names = _core.convert_tensor_names([n.removeprefix("model.diffusion_model.") for n in tensors], prefix)
+    tensors = read_header_cached(path).tensors
+    names = _core.convert_tensor_names([n.removeprefix("model.diffusion_model.") for n in tensors],
+                                       MODEL_PREFIXES[slot])
     return {name: t.shape for name, t in zip(names, tensors.values())}
 
 
@@ -112,24 +98,20 @@ def _shape_problem(parts: dict[str, tuple[int, ...]], weight: tuple[int, ...]) -
 _UNQUANTIZED = frozenset({"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64"})
 
 
-def any_quantized(paths: list[str]) -> bool:
+def _any_quantized(paths: list[str]) -> bool:
     """Whether any tensor of these files is a quantized GGUF type (what makes sd.cpp's
     LORA_APPLY_AUTO apply LoRAs at run time instead of merging them into the weights)."""
     for path in paths:
-        header = read_header(path)
+        header = read_header_cached(path)
         if header.format == "gguf" and any(t.dtype not in _UNQUANTIZED for t in header.tensors.values()):
             return True
     return False
 
 
-def check_lora_file(label: str, path: str, *, high_noise: bool, model_files: dict[str, str | None],
-                    quantized: bool) -> LoraTargets:
+def check_lora_file(label: str, path: str, *, high_noise: bool, model_files: dict[str, str | None]) -> LoraTargets:
     """Refuse a LoRA sd.cpp would apply as nothing, or whose shapes would abort the process
-    (ggml asserts); returns what it targets.
-
-    ``model_files``: slot -> path of the pipeline's files; ``quantized``: whether any weight
-    is quantized (sd.cpp then applies LoRAs at run time, per model).
-    """
+    (ggml asserts); returns what it targets. ``model_files``: slot -> path of the pipeline's
+    files (headers are read once per file version)."""
     try:
         found = lora_targets(path, high_noise=high_noise)
     except ModelFileError as exc:
@@ -140,7 +122,7 @@ def check_lora_file(label: str, path: str, *, high_noise: bool, model_files: dic
             f"{label}: {path!r} holds no LoRA tensors (names ending in lora_down/lora_up, lora_A/lora_B, alpha, "
             f"diff, hada_* or lokr_*){f'; its tensors are named like {example}' if example else ''}: is it a "
             "LoRA?", path=path)
-    if high_noise and quantized:
+    if high_noise and _any_quantized([p for p in model_files.values() if p is not None]):
         raise ValueError(
             f"{label}: sd.cpp 0.4.7 applies LoRAs to quantized models at run time and then only to the "
             "low-noise expert: a high-noise LoRA would be ignored. Use unquantized (F16/BF16/F32) experts "

@@ -32,7 +32,7 @@ from typing import Any
 from wanpy.errors import ModelFileError
 
 __all__ = ["ACCEPTED_PREFIXES", "GGML_TYPES", "ModelHeader", "ModelKind", "TensorInfo", "identify", "identify_file",
-           "read_header"]
+           "read_header", "read_header_cached"]
 
 # ggml types as the pinned ggml (ggml/include/ggml.h) numbers them: id -> (name, block size,
 # bytes per block). Kept here (not imported from gguf-py) so reading a header imports nothing heavy.
@@ -536,16 +536,32 @@ def identify(header: ModelHeader) -> ModelKind:
     return kind
 
 
-def identify_file(path: str | os.PathLike[str]) -> ModelKind:
-    """``identify(read_header(path))``, once per version of the file (path, size, mtime)."""
+def _version(path: str | os.PathLike[str]) -> tuple[str, int, int]:
+    """A file version's key: path, size, mtime."""
     p = os.fspath(path)
     st = os.stat(p)
-    return _identify_version(p, st.st_size, st.st_mtime_ns)
+    return p, st.st_size, st.st_mtime_ns
+
+
+def read_header_cached(path: str | os.PathLike[str]) -> ModelHeader:
+    """``read_header(path)``, read once per version of the file (path, size, mtime). The
+    header is shared between callers: do not modify it."""
+    return _header_version(*_version(path))
+
+
+def identify_file(path: str | os.PathLike[str]) -> ModelKind:
+    """``identify(read_header(path))``, once per version of the file (path, size, mtime)."""
+    return _identify_version(*_version(path))
+
+
+@functools.lru_cache(maxsize=16)
+def _header_version(path: str, size: int, mtime_ns: int) -> ModelHeader:
+    return read_header(path)
 
 
 @functools.lru_cache(maxsize=64)
 def _identify_version(path: str, size: int, mtime_ns: int) -> ModelKind:
-    return identify(read_header(path))
+    return identify(_header_version(path, size, mtime_ns))
 
 
 # Types ggml has no CPU dot product for. sd.cpp gives a Linear weight (and the DiT modulation)

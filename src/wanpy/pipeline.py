@@ -25,14 +25,14 @@ from typing import Any
 from wanpy import _core, _logging
 from wanpy.errors import Cancelled, GenerationError, LoadError, ModelFileError
 from wanpy.families import DEFAULT_SAMPLE_METHOD, DEFAULT_SCHEDULER, FAMILIES, Family
-from wanpy.loras import any_quantized, check_lora_file
+from wanpy.loras import check_lora_file
 from wanpy.progress import GenerationMonitor, Progress
 from wanpy.preflight import FIT_MODES, FitChoice, Preflight, choose_fit, refusal
 from wanpy.preflight import preflight as run_preflight
 from wanpy.system import Device, backend_warnings, devices
 from wanpy.validation import (
     MAX_NUM_FRAMES, MAX_NUM_FRAMES_BY_FAMILY, Align, check_file, check_float, check_fps, check_int, check_num_frames,
-    check_seed, check_size, check_text, frames_for_duration, load_image,
+    check_parse_stack, check_seed, check_size, check_text, frames_for_duration, load_image,
 )
 from wanpy.video import Video
 from wanpy.video_io import check_output
@@ -148,7 +148,6 @@ class WanPipeline:
                  n_threads: int | None = None, device: Device | int | None = None,
                  preflight: bool = True) -> None:
         self._ctx: Any = None
-        self._quantized: bool | None = None  # whether any weight is quantized (sd.cpp's LoRA mode)
         self.files = {
             "diffusion_model": check_file("diffusion_model", diffusion_model),
             "vae": check_file("vae", vae),
@@ -287,9 +286,8 @@ class WanPipeline:
         except KeyboardInterrupt as exc:
             raise Cancelled("loading was interrupted (Ctrl-C); nothing stays loaded") from exc
         except _core.NativeError as exc:
-            message = str(exc).replace(" (see the wanpy log for sd.cpp's reason)", "")
-            raise LoadError(f"{message}: sd.cpp said: {'; '.join(said)}" if said else message,
-                            sdcpp_errors=tuple(said)) from exc
+            reason = f": sd.cpp said: {'; '.join(said)}" if said else " (sd.cpp logged no error line)"
+            raise LoadError(f"{exc}{reason}", sdcpp_errors=tuple(said)) from exc
 
     # --- lifecycle ----------------------------------------------------------------
     @property
@@ -358,7 +356,7 @@ class WanPipeline:
         fam = self.family
         prompt = check_text("prompt", prompt)
         negative_prompt = check_text("negative_prompt", negative_prompt)
-        _check_stack_for(prompt, negative_prompt)
+        check_parse_stack(prompt, negative_prompt)
         w, h, n, fps_value = _request_shape(fam, width, height, num_frames, duration, fps, align)
         steps_v = check_int("steps", fam.steps if steps is None else steps, minimum=1, maximum=1000)
         cfg = check_float("cfg_scale", fam.cfg_scale if cfg_scale is None else cfg_scale, minimum=0, maximum=100)
@@ -428,7 +426,7 @@ class WanPipeline:
         if fam.needs_high_noise:
             _check_schedule("high_noise_scheduler", hn_sched, hn_steps if hn_steps > 0 else steps_v)
 
-        lora_list = [self._check_lora(i, l) for i, l in enumerate(loras)]
+        lora_list = [_check_lora(i, l, self.family, self.files) for i, l in enumerate(loras)]
         if tile_size is None:
             tile_x = tile_y = 0
         else:
@@ -525,17 +523,12 @@ class WanPipeline:
         timings = monitor.result(load=None, total=time.perf_counter() - t_start)
         return Video(frames=frames, fps=fps_value, seed=seed_v, params=params, timings=timings)
 
-    def _check_lora(self, i: int, lora: Lora | tuple) -> Lora:
-        if self._quantized is None:
-            self._quantized = any_quantized([p for p in self.files.values() if p is not None])
-        return _check_lora(i, lora, self.family, self.files, self._quantized)
-
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"loaded on {self.device.name}"
         return f"<WanPipeline {self.family.name} {state}>"
 
 
-def _check_lora(i: int, lora: Lora | tuple, family: Family, files: dict[str, str | None], quantized: bool) -> Lora:
+def _check_lora(i: int, lora: Lora | tuple, family: Family, files: dict[str, str | None]) -> Lora:
     """loras[i] as a Lora, its file checked against the pipeline's files (wanpy.loras)."""
     if isinstance(lora, tuple):
         if not 1 <= len(lora) <= 3:
@@ -549,7 +542,7 @@ def _check_lora(i: int, lora: Lora | tuple, family: Family, files: dict[str, str
         raise TypeError(f"loras[{i}].high_noise must be True or False")
     if lora.high_noise and not family.needs_high_noise:
         raise ValueError(f"loras[{i}] targets the high-noise expert, which {family.name} does not have")
-    check_lora_file(f"loras[{i}]", path, high_noise=lora.high_noise, model_files=files, quantized=quantized)
+    check_lora_file(f"loras[{i}]", path, high_noise=lora.high_noise, model_files=files)
     return Lora(path, mult, lora.high_noise)
 
 
@@ -565,21 +558,6 @@ class _OneShotPipeline(WanPipeline):
             return super().generate_video(prompt, **kwargs)
         finally:
             self.close()  # weights are (partly) freed: never generate with this context again
-
-
-_STACK_MARGIN = 256 << 10  # sd.cpp's frames below the prompt parser, and Python's above
-
-
-def _check_stack_for(*texts: str) -> None:
-    """sd.cpp's prompt parser recurses once per byte (see validation.MAX_TEXT_BYTES): refuse a
-    prompt the calling thread's stack cannot hold, instead of overflowing it (SIGSEGV)."""
-    left = _core.thread_stack_left()
-    longest = max(len(t.encode("utf-8")) for t in texts)
-    need = _core.PROMPT_STACK_PER_BYTE * longest + _STACK_MARGIN
-    if 0 <= left < need:
-        raise ValueError(f"a prompt of {longest} bytes needs about {need // 1024} KiB of stack for sd.cpp to parse; "
-                         f"this thread has {left // 1024} KiB left: shorten the prompt, or generate from a thread "
-                         f"with a larger stack (threading.stack_size({1 << (need.bit_length())}) before starting it)")
 
 
 def _check_schedule(label: str, scheduler: str, steps: int) -> None:
@@ -610,11 +588,9 @@ def _request_shape(fam: Family, width: int | None, height: int | None, num_frame
     return w, h, n, fps_value
 
 
-def _fit_before_loading(files: dict[str, Any], settings: dict[str, Any], device: Device | int | None,
-                        generation: dict[str, Any]) -> FitChoice:
+def _fit_before_loading(files: dict[str, Any], fam: Family, settings: dict[str, Any],
+                        device: Device | int | None, generation: dict[str, Any]) -> FitChoice:
     """One-shot fit="auto": choose before the weights are loaded, so they load once."""
-    fam = _family_of(check_file("diffusion_model", files["diffusion_model"]),
-                     two_experts=files["high_noise_diffusion_model"] is not None)
     g = generation.get
     w, h, n, _ = _request_shape(fam, g("width"), g("height"), g("num_frames"), g("duration"), g("fps"), g("align"))
     tile = g("tile_size")
@@ -648,18 +624,18 @@ def generate_video(prompt: str, *, diffusion_model: str | os.PathLike[str], vae:
              "clip_vision": clip_vision}
     settings = {"flash_attention": flash_attention, "vae_tiling": vae_tiling, "offload_to_cpu": offload_to_cpu,
                 "keep_vae_on_cpu": keep_vae_on_cpu}
+    # what can fail before the weights are loaded fails now: the prompt, LoRAs, fit="auto"'s choice
+    check_parse_stack(check_text("prompt", prompt), check_text("negative_prompt", generation.get("negative_prompt", "")))
+    named = {"diffusion_model": check_file("diffusion_model", diffusion_model),
+             **{k: None if v is None else check_file(k, v) for k, v in files.items()}}
+    fam = _family_of(named["diffusion_model"], two_experts=named["high_noise_diffusion_model"] is not None)
     loras = generation.get("loras", ())
     if loras and isinstance(loras, Sequence) and not isinstance(loras, str):
-        # a LoRA that cannot apply fails now, not after the weights are loaded
-        named = {"diffusion_model": check_file("diffusion_model", diffusion_model),
-                 **{k: None if v is None else check_file(k, v) for k, v in files.items()}}
-        fam = _family_of(named["diffusion_model"], two_experts=named["high_noise_diffusion_model"] is not None)
-        quantized = any_quantized([p for p in named.values() if p is not None])
         for i, lora in enumerate(loras):
-            _check_lora(i, lora, fam, named, quantized)
+            _check_lora(i, lora, fam, named)
     choice = None
     if generation.get("fit") == "auto" and generation.get("preflight", True) is True:
-        choice = _fit_before_loading({"diffusion_model": diffusion_model, **files}, settings, device, generation)
+        choice = _fit_before_loading(named, fam, settings, device, generation)
         settings.update({k: v for k, v in choice.settings.items() if k in settings})
         # the pipeline gets the chosen settings: its own pre-flight confirms them, no second search
         generation = {**generation, "fit": "strict", "tile_size": choice.settings["tile_size"]}

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from wanpy import _core
+
 Align = Literal["down", "up"]
 
 
@@ -82,6 +84,23 @@ def check_text(name: str, value: Any, *, max_bytes: int = MAX_TEXT_BYTES) -> str
         raise ValueError(f"{name} is {size} bytes as UTF-8 ({len(value)} characters); at most {max_bytes} are "
                          "accepted, because sd.cpp's prompt parser overflows the stack on longer text: shorten it")
     return value
+
+
+# sd.cpp's frames below the prompt parser, and Python's above it
+_PARSE_STACK_MARGIN = 256 << 10
+
+
+def check_parse_stack(*texts: str) -> None:
+    """Refuse a prompt the calling thread's stack cannot hold while sd.cpp parses it (see
+    MAX_TEXT_BYTES: a thread with a 1 MiB stack overflows at a few thousand bytes, SIGSEGV).
+    Call it on the thread that will generate."""
+    left = _core.thread_stack_left()
+    longest = max(len(t.encode("utf-8")) for t in texts)
+    need = _core.PROMPT_STACK_PER_BYTE * longest + _PARSE_STACK_MARGIN
+    if 0 <= left < need:
+        raise ValueError(f"a prompt of {longest} bytes needs about {need // 1024} KiB of stack for sd.cpp to parse; "
+                         f"this thread has {left // 1024} KiB left: shorten the prompt, or generate from a thread "
+                         f"with a larger stack (threading.stack_size({1 << need.bit_length()}) before starting it)")
 
 
 def valid_frame_counts(num_frames: int) -> tuple[int, int]:
