@@ -535,24 +535,27 @@ def _fits(s: Any, cfg: _Config, t: _Target) -> tuple[bool, int]:
     return ok, largest.nbytes
 
 
-def _suggest(s: Any, cfg: _Config, t: _Target, multiple: int) -> tuple[str, ...]:
+def _suggest(s: Any, cfg: _Config, t: _Target, multiple: int, host_bound: bool = False) -> tuple[str, ...]:
+    """What would fit instead. ``host_bound``: the decoded video exceeds host memory, which no
+    device setting changes: only fewer frames or a smaller size are suggested."""
     out: list[str] = []
     options = []
-    if not cfg.flash_attention:
-        options.append(("flash_attention=True", dataclasses.replace(cfg, flash_attention=True)))
-    if not cfg.vae_tiling:
-        options.append(("vae_tiling=True", dataclasses.replace(cfg, vae_tiling=True)))
-    if not cfg.flash_attention and not cfg.vae_tiling:
-        options.append(("flash_attention=True and vae_tiling=True",
-                        dataclasses.replace(cfg, flash_attention=True, vae_tiling=True)))
-    if not t.is_cpu and not cfg.keep_vae_on_cpu:
-        options.append(("keep_vae_on_cpu=True", dataclasses.replace(cfg, keep_vae_on_cpu=True)))
-    if not t.is_cpu and not cfg.offload_to_cpu:
-        options.append(("offload_to_cpu=True", dataclasses.replace(cfg, offload_to_cpu=True)))
+    if not host_bound:
+        if not cfg.flash_attention:
+            options.append(("flash_attention=True", dataclasses.replace(cfg, flash_attention=True)))
+        if not cfg.vae_tiling:
+            options.append(("vae_tiling=True", dataclasses.replace(cfg, vae_tiling=True)))
+        if not cfg.flash_attention and not cfg.vae_tiling:
+            options.append(("flash_attention=True and vae_tiling=True",
+                            dataclasses.replace(cfg, flash_attention=True, vae_tiling=True)))
+        if not t.is_cpu and not cfg.keep_vae_on_cpu:
+            options.append(("keep_vae_on_cpu=True", dataclasses.replace(cfg, keep_vae_on_cpu=True)))
+        if not t.is_cpu and not cfg.offload_to_cpu:
+            options.append(("offload_to_cpu=True", dataclasses.replace(cfg, offload_to_cpu=True)))
     for label, c in options:
         ok, largest = _fits(s, c, t)
         out.append(f"{label}: largest becomes {_fmt(largest)}" + (" and it fits" if ok else ", still does not fit"))
-    best, _ = _choose(s, cfg, t)
+    best = None if host_bound else _choose(s, cfg, t)[0]
     if best is not None:
         out.insert(0, f"fit='auto' would choose {_changes(cfg, best)}: the cheapest settings that fit")
     # frames at this size, with the cheapest option set that fits (or all cheap ones on)
@@ -726,7 +729,8 @@ def _prepare(model: str | os.PathLike[str], *, width: int, height: int, num_fram
 def _report(s: Any, cfg: _Config, t: _Target, label: str, multiple: int, started: float, *, suggest: bool,
             weights_only: bool = False) -> Preflight:
     fits, largest, allocs, phases, peak, problems, desc = _evaluate(s, cfg, t, weights_only)
-    suggestions = _suggest(s, cfg, t, multiple) if suggest and not fits and not weights_only else ()
+    host_bound = any(a.kind == "host buffer" for a in allocs)
+    suggestions = _suggest(s, cfg, t, multiple, host_bound) if suggest and not fits and not weights_only else ()
     if suggest and fits and t.max_allocation is not None:
         headroom = t.max_allocation - largest.nbytes
         suggestions = (f"largest allocation leaves {_fmt(headroom)} below the ceiling",)
