@@ -4,7 +4,7 @@
 Reports the median of N runs (a fresh session cache each time: header reading, sd.cpp's
 ModelLoader, runner construction, graph building, ggml's measure-only allocation) and,
 as the baseline measured in the same run, the time to read the same three headers with
-``wanpy.model_files.read_header``: the ratio says what the pre-flight costs on top of
+``wanpy.headers.read_header``: the ratio says what the pre-flight costs on top of
 merely opening the files. Target: under 100 ms.
 
     python bench/bench_preflight.py [--runs 9]
@@ -17,8 +17,8 @@ import statistics
 import time
 
 import wanpy
-from wanpy.preflight import _SESSIONS
-from wanpy.model_files import read_header
+from wanpy.headers import read_header
+from wanpy.memory.session import _SESSIONS
 from wanpy.testing import cached_model_set
 
 

@@ -4,7 +4,7 @@ Scene: a synthetic moving clip (drifting colour gradients, a moving texture band
 a box with anti-aliased edges), 832x480, 161 frames at 16 fps (10.0625 s), as uint8 RGB.
 
 Rows:
-  * wanpy VP9 and VP8 at the default quality (``wanpy.video_io.write_webm``).
+  * wanpy VP9 and VP8 at the default quality (``wanpy.save_video``).
   * The baseline, sd.cpp's own WebM writer: ``create_webm_from_sd_images`` from the pinned
     sd.cpp source (examples/common/media_io.cpp, unchanged), which encodes each frame with
     libwebp's lossy ``WebPEncodeRGB(quality)`` and muxes the VP8 bitstream of each WebP as
@@ -50,7 +50,9 @@ import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
-from wanpy.video_io import DEFAULT_QUALITY, _crf, probe_video, write_webm
+from wanpy.encode import DEFAULT_QUALITY, save_video
+from wanpy.formats import crf
+from wanpy.probe import probe_video
 
 from wanpy.testing.scenes import scene_frame
 
@@ -238,9 +240,9 @@ def main() -> int:
         for codec in ("vp9", "vp8"):
             rows.append(measure(
                 f"wanpy {codec} q{args.quality}",
-                lambda out, codec=codec: write_webm(out, frames, fps=fps, codec=codec,
+                lambda out, codec=codec: save_video(out, frames, fps=fps, codec=codec,
                                                     quality=args.quality),
-                kind="wanpy", crf=_crf(codec, args.quality)))
+                kind="wanpy", crf=crf(codec, args.quality)))
         ours = rows[0]
 
         cache: dict[int, dict] = {}

@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# Build the bench-only stable-diffusion.cpp tools from the pinned source, outside pip:
-#   sd-cli            sd.cpp's own command line program (generation baselines)
+# Build what the benchmarks and the tests need beside wanpy (bench/CMakeLists.txt), from the
+# pinned, patched sd.cpp source, outside pip:
+#   sd-cli            sd.cpp's own command line program (generation baselines; the frame-identity
+#                     test in tests/test_bench_smoke.py)
 #   wanpy-sdcpp-webm  sd.cpp's own WebM writer (bench/sdcpp_webm.cpp + media_io.cpp),
 #                     the baseline of bench/bench_webm.py
-# into build/bench-tools (override with BUILD_DIR). Neither is part of the wheel.
+#   wanpy_testhooks   test-only entry points as a Python module (bindings/testhooks.cpp), for
+#                     tests/test_flash_attention.py
+# into build/bench-tools (override with BUILD_DIR). None of them is part of the wheel.
 #
 # Usage: bench/build_sdcpp_tools.sh [extra cmake -D options, e.g. -DSD_VULKAN=ON]
 # Environment: JOBS (parallel jobs, default 2), BUILD_DIR, NICE=1 to run under nice -n 19,
-#              TARGETS (default "sd-cli wanpy-sdcpp-webm").
-# The configure step warns that wanpy is meant to be built by pip; that is expected here.
+#              TARGETS (default "sd-cli wanpy-sdcpp-webm wanpy_testhooks"), PYTHON (the
+#              interpreter the test hooks are built for, with pybind11 installed).
+# The Vulkan build of the test hooks: BUILD_DIR=build/bench-tools-vulkan TARGETS=wanpy_testhooks
+# bench/build_sdcpp_tools.sh -DSD_VULKAN=ON (tests/test_flash_attention.py looks there).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build/bench-tools}"
 JOBS="${JOBS:-2}"
-TARGETS="${TARGETS:-sd-cli wanpy-sdcpp-webm}"
+TARGETS="${TARGETS:-sd-cli wanpy-sdcpp-webm wanpy_testhooks}"
 PYTHON="${PYTHON:-python3}"
 
 run() {
@@ -26,14 +32,21 @@ PYBIND11_DIR="$("$PYTHON" -m pybind11 --cmakedir)" || {
   exit 1
 }
 
+# A build folder configured from the repository root (before bench/ had its own build) cannot
+# be reconfigured from bench/: start that one afresh.
+if [[ -f "$BUILD_DIR/CMakeCache.txt" ]] &&
+   ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$ROOT/bench" "$BUILD_DIR/CMakeCache.txt"; then
+  echo "note: $BUILD_DIR was configured from another source folder; configuring it afresh" >&2
+  rm -rf "$BUILD_DIR/CMakeCache.txt" "$BUILD_DIR/CMakeFiles"
+fi
+
 generator=()
 if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]] && command -v ninja >/dev/null 2>&1; then
   generator=(-G Ninja)
 fi
 
 start=$(date +%s)
-run cmake -S "$ROOT" -B "$BUILD_DIR" "${generator[@]}" \
-  -DWANPY_BUILD_SD_CLI=ON \
+run cmake -S "$ROOT/bench" -B "$BUILD_DIR" "${generator[@]}" \
   -DPython_EXECUTABLE="$("$PYTHON" -c "import sys; print(sys.executable)")" \
   -Dpybind11_DIR="$PYBIND11_DIR" \
   -DCMAKE_BUILD_TYPE=Release \
@@ -44,7 +57,11 @@ end=$(date +%s)
 
 echo "built in $((end - start)) s (configure + build, JOBS=$JOBS):"
 for t in $TARGETS; do
-  path="$(find "$BUILD_DIR" -type f -name "$t" -perm -u+x -print -quit)"
+  if [[ $t == wanpy_testhooks ]]; then  # a Python module: wanpy_testhooks.cpython-*.so
+    path="$(find "$BUILD_DIR/testhooks" -maxdepth 1 -type f -name "$t.*" -print -quit 2>/dev/null || true)"
+  else
+    path="$(find "$BUILD_DIR" -type f -name "$t" -perm -u+x -print -quit)"
+  fi
   if [[ -z "$path" ]]; then
     echo "error: $t not found under $BUILD_DIR" >&2
     exit 1

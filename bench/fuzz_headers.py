@@ -68,7 +68,8 @@ def _mutant(base: bytes, header_end: int, size: int, rng: random.Random, path: P
 
 def run_native(count: int, seed: int, keep: Path) -> int:
     from wanpy.errors import ModelFileError
-    from wanpy.model_files import identify, read_header
+    from wanpy.headers import read_header
+    from wanpy.identify import identify
     from wanpy.testing import make_model_set
 
     work = Path(tempfile.mkdtemp(prefix="wanpy-native-fuzz-"))

@@ -18,7 +18,12 @@ import json
 import os
 import time
 
-from wanpy.preflight import PRESETS, _choose, _largest_fitting, _prepare, longest_clip, parse_bytes
+from wanpy.catalogue import DITS, PRESET_ALIASES
+from wanpy.memory.check import prepare
+from wanpy.memory.measure import Config
+from wanpy.memory.presets import PRESETS
+from wanpy.memory.search import choose, largest_fitting
+from wanpy.units import parse_bytes
 
 IMAGES = {"wan2.1-i2v-14b": (True, False), "wan2.1-flf2v-14b": (True, True), "wan2.2-i2v-a14b": (True, False),
           "wan2.2-ti2v-5b": (False, False)}
@@ -28,27 +33,28 @@ WIDTH, HEIGHT, FRAMES = 832, 480, 161
 
 def frontier(model: str, max_allocation: int) -> dict:
     init, end = IMAGES.get(model, (False, False))
-    s, cfg, t, _, multiple = _prepare(
+    p = prepare(
         model, width=WIDTH, height=HEIGHT, num_frames=FRAMES, flash_attention=False, vae_tiling=False,
         text_encoder=None, vae=None, high_noise=None, offload_to_cpu=False, keep_vae_on_cpu=False, device=None,
         max_allocation=max_allocation, total_memory=None, clip_vision=None, init_image=init, end_image=end,
         tile_size=None, tile_overlap=0.5)
+    s, cfg, multiple = p.session, p.config, p.multiple
     # the cheapest per-allocation settings only: the VAE on the CPU and offloading are not
     # what a frontier of the device's allocation ceiling is about
-    t = dataclasses.replace(t, is_cpu=True)
+    t = dataclasses.replace(p.target, is_cpu=True)
 
-    def fits(c) -> bool:
-        return _choose(s, c, t)[0] is not None
+    def fits(c: Config) -> bool:
+        return choose(s, c, t).chosen is not None
 
-    longest = longest_clip(s.dit_desc(False))  # beyond it sd.cpp cannot build the VAE graphs
-    k = _largest_fitting(lambda k: fits(dataclasses.replace(cfg, num_frames=4 * k + 1)), (longest - 1) // 4)
+    longest = DITS[s.dit_desc(False)].longest_clip  # beyond it sd.cpp cannot build the VAE graphs
+    k = largest_fitting(lambda k: fits(dataclasses.replace(cfg, num_frames=4 * k + 1)), (longest - 1) // 4)
     capped = k is not None and 4 * k + 1 == longest
     aspect = HEIGHT / WIDTH
 
     def size(n: int) -> tuple[int, int]:
         return n * multiple, max(multiple, round(n * multiple * aspect / multiple) * multiple)
 
-    n = _largest_fitting(lambda n: fits(dataclasses.replace(cfg, width=size(n)[0], height=size(n)[1])),
+    n = largest_fitting(lambda n: fits(dataclasses.replace(cfg, width=size(n)[0], height=size(n)[1])),
                          1920 // multiple, start=1)
     return {"frames_at_832x480": None if k is None else 4 * k + 1, "frames_capped_by_sdcpp": capped,
             "size_at_161_frames": None if n is None else "x".join(map(str, size(n)))}
@@ -62,8 +68,8 @@ def main() -> None:
     rows = []
     started = time.perf_counter()
     for model in PRESETS:
-        if model == "wan2.1-t2v-14b":
-            continue  # the same architecture as wan2.x-t2v-14b
+        if model in PRESET_ALIASES:
+            continue  # the same architecture as the family it names
         row = {"model": model}
         for label, env in (("before", "1"), ("after", None)):
             if env is None:

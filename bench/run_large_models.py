@@ -32,7 +32,8 @@ VARIANTS = ("wan2.1-i2v-14b", "wan2.1-flf2v-14b", "wan2.2-t2v-a14b", "wan2.2-i2v
 _CHILD = r"""
 import json, sys, time
 import numpy as np
-import wanpy, wanpy.families
+import wanpy
+from wanpy.catalogue import FAMILIES
 from wanpy.testing import cached_model_set, make_lora, make_model_set
 from wanpy.testing.scenes import scene_frame
 
@@ -44,13 +45,13 @@ else:
     models = make_model_set(a["folder"], variant=a["variant"], dtype=a["dtype"], seed=0)
 written = time.perf_counter() - t
 w, h, n = a["width"], a["height"], a["frames"]
-family = wanpy.families.FAMILIES[models.family]
+family = FAMILIES[models.family]
 request = dict(width=w, height=h, num_frames=n, steps=a["steps"], seed=11, progress=False)
 if family.images in ("init", "init_end"):
     request["init_image"] = (scene_frame(0, h, w) * 255).round().astype(np.uint8)
 if family.images == "init_end":
     request["end_image"] = (scene_frame(40, h, w) * 255).round().astype(np.uint8)
-if family.needs_high_noise:
+if family.two_experts:
     request.update(high_noise_steps=1)
 out = {"variant": a["variant"], "family": models.family, "files_written_s": written,
        "files_gib": sum(p.stat().st_size for p in models.files) / 2**30}
@@ -63,7 +64,7 @@ with wanpy.WanPipeline(**models.pipeline_kwargs(), n_threads=a["threads"]) as pi
                not_constant=bool(f.std() > 0), mean=float(f.mean()),
                timings={k: v for k, v in vars(video.timings).items() if v is not None},
                high_noise_steps_run=video.params.get("high_noise_steps_run"))
-    if family.needs_high_noise:
+    if family.two_experts:
         lora = make_lora(a["folder"] + "/lora.safetensors", models.diffusion_model, blocks=range(4))
         with_lora = pipe.generate_video("a red fox running through the snow", loras=[(str(lora), 1.0)], **request)
         out["low_noise_lora"] = {

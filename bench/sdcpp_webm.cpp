@@ -1,5 +1,5 @@
 // wanpy-sdcpp-webm: stable-diffusion.cpp's own WebM writer, as a command line tool for
-// bench/bench_webm.py (bench-only; built with -DWANPY_BUILD_SD_CLI=ON, never installed).
+// bench/bench_webm.py (bench-only; built by bench/CMakeLists.txt, never installed).
 //
 // It calls create_webm_from_sd_images() from the pinned sd.cpp examples/common/media_io.cpp
 // unchanged: every frame is encoded with libwebp's lossy WebPEncodeRGB(quality) and muxed by

@@ -11,10 +11,13 @@
 // it as soon as the native call returns.
 #include "wanpy_core.h"
 
+#include <pybind11/stl.h>
+
 #include <atomic>
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "ggml.h"
@@ -22,7 +25,8 @@
 
 namespace {
 
-std::atomic<bool> g_log_enabled{false};
+std::atomic<bool> g_log_enabled{false};   // a sink is set (read without the GIL)
+PyObject* g_log_sink = nullptr;           // owned; read and written with the GIL held
 std::atomic<bool> g_route_active{false};  // a ProgressRoute is alive
 std::atomic<bool> g_interrupted{false};   // Ctrl-C seen by the log sink during a route
 // sd.cpp's ModelLoader::load_tensors reports progress from the thread that owns its worker
@@ -49,7 +53,7 @@ void keep_interrupt() {
     }
 }
 
-// Calls wanpy._core._log_sink(source, level, text) if Python has set it.
+// Calls the sink set by set_log_sink(source, level, text), if any.
 void emit(const char* source, const char* level, const std::string& text) {
     if (!g_log_enabled.load() || !Py_IsInitialized()) return;
     py::gil_scoped_acquire gil;
@@ -62,10 +66,11 @@ void emit(const char* source, const char* level, const std::string& text) {
             pending.discard_as_unraisable("wanpy signal handler");
         }
     }
+    if (g_log_sink == nullptr) return;
+    // a strong reference: the sink may replace itself while it runs
+    py::object sink = py::reinterpret_borrow<py::object>(g_log_sink);
     try {
-        py::module_ core = py::module_::import("wanpy._core");
-        py::object sink  = core.attr("_log_sink");
-        if (!sink.is_none()) sink(source, level, text);
+        sink(source, level, text);
     } catch (py::error_already_set& e) {
         if (e.matches(PyExc_KeyboardInterrupt)) {
             keep_interrupt();
@@ -200,11 +205,24 @@ bool wanpy::ProgressRoute::cancelled() const {
     return g_route.cancelled || g_interrupted.load();
 }
 
+namespace {
+
+using LogSink = py::typing::Callable<void(std::string, std::string, std::string)>;
+
+void set_log_sink(std::optional<LogSink> sink) {
+    PyObject* old = g_log_sink;
+    g_log_sink    = sink ? sink->release().ptr() : nullptr;
+    g_log_enabled.store(g_log_sink != nullptr);
+    Py_XDECREF(old);
+}
+
+}  // namespace
+
 void wanpy::register_callbacks(py::module_& m) {
-    m.attr("_log_sink") = py::none();
     sd_set_log_callback(sd_log_trampoline, nullptr);
     ggml_log_set(ggml_log_trampoline, nullptr);
     sd_set_progress_callback(progress_trampoline, nullptr);
-    m.def("set_log_enabled", [](bool on) { g_log_enabled.store(on); },
-          "Route sd.cpp and ggml log lines to wanpy._core._log_sink(source, level, text).");
+    m.def("set_log_sink", &set_log_sink, py::arg("sink"),
+          "Route sd.cpp and ggml log lines to sink(source, level, text); None stops routing (do so at exit: "
+          "native destructors may log while the interpreter shuts down).");
 }

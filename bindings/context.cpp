@@ -18,7 +18,7 @@ Context::Context(std::optional<std::string> diffusion_model, std::optional<std::
                  std::optional<std::string> vae, std::optional<std::string> t5xxl,
                  std::optional<std::string> clip_vision, int n_threads, bool vae_decode_only, bool flash_attention,
                  bool offload_params_to_cpu, bool keep_vae_on_cpu, bool keep_clip_on_cpu, bool enable_mmap,
-                 bool free_params_immediately, py::object progress) {
+                 bool free_params_immediately, std::optional<ProgressCallable> progress) {
     sd_ctx_params_t p;
     sd_ctx_params_init(&p);
     p.diffusion_model_path            = opt(diffusion_model);
@@ -38,7 +38,7 @@ Context::Context(std::optional<std::string> diffusion_model, std::optional<std::
 
     // Loading is never interrupted mid-way (sd.cpp would leak what it loaded): a
     // cancel request is honoured as soon as loading returns.
-    ProgressRoute route(progress, /*may_cancel=*/false);
+    ProgressRoute route(progress ? py::object(*progress) : py::object(py::none()), /*may_cancel=*/false);
     sd_ctx_t* ctx = nullptr;
     std::string failure;
     {
@@ -70,39 +70,28 @@ Context::~Context() {
 }
 
 void Context::close() {
-    if (ctx_ != nullptr) {
-        sd_ctx_t* ctx = ctx_;
-        ctx_          = nullptr;
-        free_sd_ctx(ctx);
-    }
-}
-
-sd_ctx_t* Context::get() const {
-    if (ctx_ == nullptr) throw NativeError("the context is closed");
-    return ctx_;
+    std::lock_guard<std::mutex> lock(in_use_);
+    if (sd_ctx_t* ctx = ctx_.exchange(nullptr)) free_sd_ctx(ctx);
 }
 
 }  // namespace wanpy
 
 void wanpy::register_context(py::module_& m) {
-    py::class_<Context>(m, "Context", "Loaded model files (sd.cpp's sd_ctx_t).")
-        .def(py::init<std::optional<std::string>, std::optional<std::string>, std::optional<std::string>,
-                      std::optional<std::string>, std::optional<std::string>, int, bool, bool, bool, bool, bool,
-                      bool, bool, py::object>(),
-             py::kw_only(), py::arg("diffusion_model") = py::none(),
-             py::arg("high_noise_diffusion_model") = py::none(), py::arg("vae") = py::none(),
-             py::arg("t5xxl") = py::none(), py::arg("clip_vision") = py::none(), py::arg("n_threads"),
-             py::arg("vae_decode_only") = false, py::arg("flash_attention") = false,
-             py::arg("offload_params_to_cpu") = false, py::arg("keep_vae_on_cpu") = false,
-             py::arg("keep_clip_on_cpu") = false, py::arg("enable_mmap") = false,
-             py::arg("free_params_immediately") = false, py::arg("progress") = py::none(),
-             "free_params_immediately: sd.cpp frees each model's weights as soon as the generation is done with "
-             "it (the text encoder after encoding, the DiT after sampling, the VAE after decoding), like sd-cli; "
-             "the context can then generate once.")
-        .def("close", [](Context& self) {
-            py::gil_scoped_release release;
-            self.close();
-        }, "Free the loaded weights. Idempotent.")
-        .def_property_readonly("closed", &Context::closed)
-        .def("supports_video", [](const Context& self) { return sd_ctx_supports_video_generation(self.get()); });
+    py::class_<Context> cls(m, "Context", "Loaded model files (sd.cpp's sd_ctx_t).");
+    cls.def(py::init<std::optional<std::string>, std::optional<std::string>, std::optional<std::string>,
+                     std::optional<std::string>, std::optional<std::string>, int, bool, bool, bool, bool, bool,
+                     bool, bool, std::optional<ProgressCallable>>(),
+            py::kw_only(), py::arg("diffusion_model") = py::none(),
+            py::arg("high_noise_diffusion_model") = py::none(), py::arg("vae") = py::none(),
+            py::arg("t5xxl") = py::none(), py::arg("clip_vision") = py::none(), py::arg("n_threads"),
+            py::arg("vae_decode_only") = false, py::arg("flash_attention") = false,
+            py::arg("offload_params_to_cpu") = false, py::arg("keep_vae_on_cpu") = false,
+            py::arg("keep_clip_on_cpu") = false, py::arg("enable_mmap") = false,
+            py::arg("free_params_immediately") = false, py::arg("progress") = py::none(),
+            "Load the models (the GIL released meanwhile). free_params_immediately: sd.cpp frees each model's "
+            "weights as soon as the generation is done with it (the text encoder after encoding, the DiT after "
+            "sampling, the VAE after decoding), like sd-cli; the context can then generate once.")
+        .def("close", &Context::close, py::call_guard<py::gil_scoped_release>(),
+             "Free the loaded weights (after a generation running in another thread). Idempotent.");
+    register_generation(cls);
 }

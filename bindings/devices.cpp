@@ -19,8 +19,8 @@ const char* type_name(enum ggml_backend_dev_type type) {
     }
 }
 
-py::list backend_devices() {
-    py::list out;
+wanpy::RecordList backend_devices() {
+    wanpy::RecordList out;
     size_t count = 0;
     {
         py::gil_scoped_release release;  // the first call initialises drivers
@@ -30,7 +30,7 @@ py::list backend_devices() {
         ggml_backend_dev_t dev = ggml_backend_dev_get(i);
         ggml_backend_dev_props props{};
         ggml_backend_dev_get_props(dev, &props);
-        py::dict d;
+        wanpy::Record d;
         d["ggml_index"]   = i;
         d["name"]         = props.name ? props.name : "";
         d["description"]  = props.description ? props.description : "";
@@ -55,11 +55,16 @@ py::list backend_devices() {
 
 }  // namespace
 
+#if !defined(WANPY_WITH_VULKAN)
+wanpy::RecordList wanpy::vulkan_device_limits() {
+    return RecordList();  // ggml uses no Vulkan device in this build
+}
+#endif
+
 void wanpy::register_devices(py::module_& m) {
     m.def("backend_devices", &backend_devices,
           "Every ggml backend device compiled in, in ggml's order, with memory figures.");
-#if defined(WANPY_WITH_VULKAN)
     m.def("vulkan_device_limits", &wanpy::vulkan_device_limits,
-          "Driver limits of the Vulkan devices ggml uses, in ggml's order (Vulkan0, Vulkan1, ...).");
-#endif
+          "Driver limits of the Vulkan devices ggml uses, in ggml's order (Vulkan0, Vulkan1, ...); empty in "
+          "builds without Vulkan.");
 }

@@ -1,11 +1,13 @@
 // Vulkan limits read from the driver itself: ggml's get_max_size reports its 1 GiB
-// sub-allocation block, not the ceiling a single buffer really has.
+// sub-allocation block, not the ceiling a single buffer really has. Read without the GIL
+// (the first call initialises ggml's Vulkan instance), returned as records after.
 #include "wanpy_core.h"
 
 #include <vulkan/vulkan.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -42,7 +44,18 @@ const char* device_type(VkPhysicalDeviceType t) {
     }
 }
 
-py::dict describe(VkPhysicalDevice dev, uint32_t physical_index) {
+struct Limits {
+    uint32_t physical_index = 0;
+    std::string ggml_name, name, type, driver_name, driver_info;
+    uint32_t api_version                         = 0;
+    uint64_t max_memory_allocation_size          = 0;
+    std::optional<uint64_t> max_buffer_size;     // maintenance4 only
+    uint64_t max_storage_buffer_range            = 0;
+    uint64_t min_storage_buffer_offset_alignment = 0;
+    uint64_t device_local_heap_size              = 0;
+};
+
+Limits describe(VkPhysicalDevice dev, uint32_t physical_index) {
     const bool m4 = has_extension(dev, "VK_KHR_maintenance4");
     VkPhysicalDeviceMaintenance4Properties props4{};
     props4.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_4_PROPERTIES;
@@ -64,26 +77,41 @@ py::dict describe(VkPhysicalDevice dev, uint32_t physical_index) {
         if (mem.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) device_local += mem.memoryHeaps[h].size;
     }
 
-    py::dict d;
-    d["physical_index"]             = physical_index;
-    d["name"]                       = std::string(props.properties.deviceName);
-    d["type"]                       = device_type(props.properties.deviceType);
-    d["driver_name"]                = std::string(driver.driverName);
-    d["driver_info"]                = std::string(driver.driverInfo);
-    d["api_version"]                = props.properties.apiVersion;
-    d["max_memory_allocation_size"] = static_cast<uint64_t>(props3.maxMemoryAllocationSize);
-    d["max_buffer_size"] = m4 ? py::object(py::int_(static_cast<uint64_t>(props4.maxBufferSize))) : py::object(py::none());
-    d["max_storage_buffer_range"]   = static_cast<uint64_t>(props.properties.limits.maxStorageBufferRange);
-    d["min_storage_buffer_offset_alignment"] =
-        static_cast<uint64_t>(props.properties.limits.minStorageBufferOffsetAlignment);
-    d["device_local_heap_size"]     = device_local;
+    Limits l;
+    l.physical_index             = physical_index;
+    l.name                       = props.properties.deviceName;
+    l.type                       = device_type(props.properties.deviceType);
+    l.driver_name                = driver.driverName;
+    l.driver_info                = driver.driverInfo;
+    l.api_version                = props.properties.apiVersion;
+    l.max_memory_allocation_size = props3.maxMemoryAllocationSize;
+    if (m4) l.max_buffer_size = props4.maxBufferSize;
+    l.max_storage_buffer_range            = props.properties.limits.maxStorageBufferRange;
+    l.min_storage_buffer_offset_alignment = props.properties.limits.minStorageBufferOffsetAlignment;
+    l.device_local_heap_size              = device_local;
+    return l;
+}
+
+wanpy::Record as_record(const Limits& l) {
+    wanpy::Record d;
+    d["physical_index"]                      = l.physical_index;
+    d["name"]                                = l.name;
+    d["type"]                                = l.type;
+    d["driver_name"]                         = l.driver_name;
+    d["driver_info"]                         = l.driver_info;
+    d["api_version"]                         = l.api_version;
+    d["max_memory_allocation_size"]          = l.max_memory_allocation_size;
+    d["max_buffer_size"]                     = l.max_buffer_size ? py::object(py::int_(*l.max_buffer_size))
+                                                                 : py::object(py::none());
+    d["max_storage_buffer_range"]            = l.max_storage_buffer_range;
+    d["min_storage_buffer_offset_alignment"] = l.min_storage_buffer_offset_alignment;
+    d["device_local_heap_size"]              = l.device_local_heap_size;
+    d["ggml_name"]                           = l.ggml_name;
     return d;
 }
 
-}  // namespace
-
-py::list wanpy::vulkan_device_limits() {
-    py::list out;
+std::vector<Limits> read_limits() {
+    std::vector<Limits> out;
     // Initialises ggml's own Vulkan instance first, so its device list is the reference.
     const int ggml_count = ggml_backend_vk_get_device_count();
     if (ggml_count <= 0) return out;
@@ -131,9 +159,22 @@ py::list wanpy::vulkan_device_limits() {
     }
     for (int i = 0; i < ggml_count && i < static_cast<int>(mapping.size()); ++i) {
         if (mapping[i] >= n) continue;
-        py::dict d = describe(phys[mapping[i]], mapping[i]);
-        d["ggml_name"] = "Vulkan" + std::to_string(i);
-        out.append(d);
+        Limits l    = describe(phys[mapping[i]], mapping[i]);
+        l.ggml_name = "Vulkan" + std::to_string(i);
+        out.push_back(std::move(l));
     }
+    return out;
+}
+
+}  // namespace
+
+wanpy::RecordList wanpy::vulkan_device_limits() {
+    std::vector<Limits> limits;
+    {
+        py::gil_scoped_release release;
+        limits = read_limits();
+    }
+    RecordList out;
+    for (const Limits& l : limits) out.append(as_record(l));
     return out;
 }

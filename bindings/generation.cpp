@@ -1,5 +1,6 @@
-// generate_video: one call into sd.cpp, frames copied into one NumPy array and the
-// native frames freed at once. Inputs arrive validated by wanpy (src/wanpy/).
+// Context.generate: one call into sd.cpp's generate_video, frames copied into one NumPy
+// array and the native frames freed at once. Inputs arrive validated by wanpy (src/wanpy/);
+// they are converted with the GIL held, sd.cpp runs without it.
 #include "wanpy_core.h"
 
 #include <pybind11/numpy.h>
@@ -7,6 +8,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -60,7 +62,7 @@ py::array_t<uint8_t> generate(Context& ctx, const std::string& prompt, const std
                               int high_noise_steps, float high_noise_cfg_scale,
                               const std::string& high_noise_sample_method, const std::string& high_noise_scheduler,
                               float moe_boundary, const std::vector<Lora>& loras, bool vae_tiling, int tile_size_x,
-                              int tile_size_y, float tile_overlap, py::object progress) {
+                              int tile_size_y, float tile_overlap, std::optional<ProgressCallable> progress) {
     sd_vid_gen_params_t p;
     sd_vid_gen_params_init(&p);
     p.prompt          = prompt.c_str();
@@ -98,15 +100,21 @@ py::array_t<uint8_t> generate(Context& ctx, const std::string& prompt, const std
     p.vae_tiling_params.tile_size_y    = tile_size_y;
     p.vae_tiling_params.target_overlap = tile_overlap;
 
-    sd_ctx_t* sd = ctx.get();
-    ProgressRoute route(progress, /*may_cancel=*/true);
+    if (ctx.get() == nullptr) throw NativeError("the context is closed");
+    ProgressRoute route(progress ? py::object(*progress) : py::object(py::none()), /*may_cancel=*/true);
     FreeFrames out;
     std::string failure;
     bool cancelled = false;
+    bool closed    = false;
     {
         py::gil_scoped_release release;
+        std::lock_guard<std::mutex> lock(ctx.in_use());  // close() in another thread waits for us
         try {
-            out.frames = generate_video(sd, &p, &out.count);
+            if (ctx.get() == nullptr) {
+                closed = true;
+            } else {
+                out.frames = generate_video(ctx.get(), &p, &out.count);
+            }
         } catch (const CancelRequested&) {
             cancelled = true;
         } catch (const std::exception& e) {
@@ -116,6 +124,7 @@ py::array_t<uint8_t> generate(Context& ctx, const std::string& prompt, const std
         }
     }
     route.rethrow_if_raised();
+    if (closed) throw NativeError("the context is closed");
     if (cancelled || route.cancelled()) throw CancelledError("generation cancelled");
     if (!failure.empty()) throw NativeError("generation failed inside sd.cpp: " + failure);
     if (out.frames == nullptr || out.count <= 0) {
@@ -140,14 +149,15 @@ py::array_t<uint8_t> generate(Context& ctx, const std::string& prompt, const std
 }  // namespace
 }  // namespace wanpy
 
-void wanpy::register_generation(py::module_& m) {
-    m.def("generate_video", &generate, py::arg("ctx"), py::kw_only(), py::arg("prompt"), py::arg("negative_prompt"),
-          py::arg("width"), py::arg("height"), py::arg("num_frames"), py::arg("steps"), py::arg("cfg_scale"),
-          py::arg("flow_shift"), py::arg("sample_method"), py::arg("scheduler"), py::arg("seed"),
-          py::arg("strength"), py::arg("init_image") = py::none(), py::arg("end_image") = py::none(),
-          py::arg("high_noise_steps"), py::arg("high_noise_cfg_scale"), py::arg("high_noise_sample_method"),
-          py::arg("high_noise_scheduler"), py::arg("moe_boundary"), py::arg("loras"), py::arg("vae_tiling"),
-          py::arg("tile_size_x"), py::arg("tile_size_y"), py::arg("tile_overlap"), py::arg("progress") = py::none(),
-          "Run sd.cpp's generate_video; returns frames as uint8 (T, H, W, 3). Raises Cancelled when the "
-          "progress callable returned False or raised.");
+void wanpy::register_generation(py::class_<Context>& cls) {
+    cls.def("generate", &generate, py::kw_only(), py::arg("prompt"), py::arg("negative_prompt"), py::arg("width"),
+            py::arg("height"), py::arg("num_frames"), py::arg("steps"), py::arg("cfg_scale"), py::arg("flow_shift"),
+            py::arg("sample_method"), py::arg("scheduler"), py::arg("seed"), py::arg("strength"),
+            py::arg("init_image") = py::none(), py::arg("end_image") = py::none(), py::arg("high_noise_steps"),
+            py::arg("high_noise_cfg_scale"), py::arg("high_noise_sample_method"), py::arg("high_noise_scheduler"),
+            py::arg("moe_boundary"), py::arg("loras"), py::arg("vae_tiling"), py::arg("tile_size_x"),
+            py::arg("tile_size_y"), py::arg("tile_overlap"), py::arg("progress") = py::none(),
+            "Run sd.cpp's generate_video (the GIL released meanwhile); returns frames as uint8 (T, H, W, 3). "
+            "loras: (path, multiplier, is_high_noise). Raises Cancelled when progress returned False or raised, "
+            "NativeError when sd.cpp failed or the context is closed.");
 }

@@ -7,12 +7,16 @@
 // The buffer type is a measuring one: the alignment and chunk size of the target
 // device (Vulkan: minStorageBufferOffsetAlignment and the sub-allocation block),
 // nbytes per tensor like every ggml backend wanpy builds. Nothing is ever allocated.
+//
+// Header reading and graph building run without the GIL, one measurement at a time in
+// the process (as the GIL had them): arguments are converted before, results after.
 #include "wanpy_core.h"
 
 #include <pybind11/stl.h>
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -166,8 +170,8 @@ struct Loader : ModelLoader {
 
 sd::Tensor<float> zeros(const std::vector<int64_t>& shape) { return sd::Tensor<float>::zeros(shape); }
 
-py::dict as_dict(const Measured& m) {
-    py::dict d;
+Record as_record(const Measured& m) {
+    Record d;
     d["total"]   = m.total;
     d["largest"] = m.largest;
     d["name"]    = m.name;
@@ -177,8 +181,18 @@ py::dict as_dict(const Measured& m) {
     return d;
 }
 
+// Runs fn without the GIL, one measurement at a time (the lock is taken without the GIL:
+// sd.cpp logs, and the log sink needs the GIL back). Python objects stay untouched.
+std::mutex g_measure_mutex;
+template <class Fn>
+auto measuring(Fn&& fn) {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(g_measure_mutex);
+    return fn();
+}
+
 // A set of model files (or preset tensors) as sd.cpp would load them, with one runner
-// per component, built lazily and kept weightless.
+// per component, built lazily and kept weightless. Never touches Python objects.
 class Session {
 public:
     Session(const std::vector<std::tuple<std::string, std::string>>& files,
@@ -214,17 +228,17 @@ public:
 
     std::string dit_desc(bool high_noise) { return dit(high_noise).get_desc(); }
 
-    py::dict weights(const std::string& component, size_t alignment, size_t max_size) {
+    Measured weights(const std::string& component, size_t alignment, size_t max_size) {
         MeasureBufferType mb(alignment, max_size);
-        if (component == "diffusion_model") return as_dict(dit(false).weights(mb));
-        if (component == "high_noise_diffusion_model") return as_dict(dit(true).weights(mb));
-        if (component == "vae") return as_dict(vae().weights(mb));
-        if (component == "text_encoder") return as_dict(t5().weights(mb));
-        if (component == "clip_vision") return as_dict(clip_vision().weights(mb));
+        if (component == "diffusion_model") return dit(false).weights(mb);
+        if (component == "high_noise_diffusion_model") return dit(true).weights(mb);
+        if (component == "vae") return vae().weights(mb);
+        if (component == "text_encoder") return t5().weights(mb);
+        if (component == "clip_vision") return clip_vision().weights(mb);
         throw NativeError("unknown component " + component);
     }
 
-    py::dict dit_graph(bool high_noise, const std::vector<int64_t>& x, const std::vector<int64_t>& context,
+    Measured dit_graph(bool high_noise, const std::vector<int64_t>& x, const std::vector<int64_t>& context,
                        const std::vector<int64_t>& clip_fea, const std::vector<int64_t>& c_concat,
                        int64_t timesteps, bool flash_attention, size_t alignment, size_t max_size) {
         MeasureBufferType mb(alignment, max_size);
@@ -233,34 +247,34 @@ public:
         auto xt = zeros(x), ts = zeros({timesteps}), ctx = zeros(context);
         sd::Tensor<float> clip = clip_fea.empty() ? sd::Tensor<float>() : zeros(clip_fea);
         sd::Tensor<float> cc   = c_concat.empty() ? sd::Tensor<float>() : zeros(c_concat);
-        return as_dict(r.graph([&]() { return r.build_measure_graph(xt, ts, ctx, clip, cc); }, mb));
+        return r.graph([&]() { return r.build_measure_graph(xt, ts, ctx, clip, cc); }, mb);
     }
 
-    py::dict vae_graph(bool decode, const std::vector<int64_t>& input, bool flash_attention, size_t alignment,
+    Measured vae_graph(bool decode, const std::vector<int64_t>& input, bool flash_attention, size_t alignment,
                        size_t max_size) {
         MeasureBufferType mb(alignment, max_size);
         WanVAE& r = vae();
         r.set_flash_attention_enabled(flash_attention);
         auto z = zeros(input);
-        return as_dict(r.graph([&]() { return r.build_graph(z, decode); }, mb));
+        return r.graph([&]() { return r.build_graph(z, decode); }, mb);
     }
 
-    py::dict t5_graph(int64_t tokens, bool flash_attention, size_t alignment, size_t max_size) {
+    Measured t5_graph(int64_t tokens, bool flash_attention, size_t alignment, size_t max_size) {
         MeasureBufferType mb(alignment, max_size);
         TextT5& r = t5();
         r.set_flash_attention_enabled(flash_attention);
         sd::Tensor<int32_t> ids({tokens}, std::vector<int32_t>(static_cast<size_t>(tokens), 0));
         auto mask = zeros({tokens});
-        return as_dict(r.graph([&]() { return r.build_graph(ids, mask); }, mb));
+        return r.graph([&]() { return r.build_graph(ids, mask); }, mb);
     }
 
-    py::dict clip_vision_graph(bool flash_attention, size_t alignment, size_t max_size) {
+    Measured clip_vision_graph(bool flash_attention, size_t alignment, size_t max_size) {
         MeasureBufferType mb(alignment, max_size);
         ClipVision& r = clip_vision();
         r.set_flash_attention_enabled(flash_attention);
         int64_t side = r.vision_model.image_size;
         auto pixels  = zeros({side, side, 3, 1});
-        return as_dict(r.graph([&]() { return r.build_graph(pixels, false, -2); }, mb));
+        return r.graph([&]() { return r.build_graph(pixels, false, -2); }, mb);
     }
 
 private:
@@ -312,24 +326,57 @@ private:
 }  // namespace
 
 void register_measure(py::module_& m) {
+    using Files   = std::vector<std::tuple<std::string, std::string>>;               // (path, prefix)
+    using Tensors = std::vector<std::tuple<std::string, int, std::vector<int64_t>>>;  // (name, ggml type, ne)
+    using Shape   = std::vector<int64_t>;
     py::class_<Session>(m, "MeasureSession",
-                        "Weightless sd.cpp runners over model headers (or preset tensors), for the pre-flight.")
-        .def(py::init<const std::vector<std::tuple<std::string, std::string>>&,
-                      const std::vector<std::tuple<std::string, int, std::vector<int64_t>>>&>(),
-             py::arg("files"), py::arg("tensors"), py::call_guard<py::gil_scoped_release>())
-        .def("has", &Session::has, py::arg("prefix"))
-        .def("dit_desc", &Session::dit_desc, py::arg("high_noise"))
-        .def("weights", &Session::weights, py::arg("component"), py::arg("alignment"), py::arg("max_size"))
-        .def("dit_graph", &Session::dit_graph, py::arg("high_noise"), py::arg("x"), py::arg("context"),
-             py::arg("clip_fea"), py::arg("c_concat"), py::arg("timesteps"), py::arg("flash_attention"),
-             py::arg("alignment"),
+                        "Weightless sd.cpp runners over model headers (or preset tensors), for the pre-flight. "
+                        "Every method runs without the GIL, one measurement at a time in the process; each "
+                        "measurement is a dict: total, largest, name, op, shape, type.")
+        .def(py::init([](const Files& files, const Tensors& tensors) {
+                 return measuring([&] { return std::make_unique<Session>(files, tensors); });
+             }),
+             py::arg("files"), py::arg("tensors"), "Read the files' headers (path, loader prefix) with sd.cpp.")
+        .def("has", [](Session& s, const std::string& prefix) { return measuring([&] { return s.has(prefix); }); },
+             py::arg("prefix"), "Whether any tensor name starts with prefix.")
+        .def("dit_desc",
+             [](Session& s, bool high_noise) { return measuring([&] { return s.dit_desc(high_noise); }); },
+             py::arg("high_noise"), "sd.cpp's description of the DiT it would build (its model name).")
+        .def("weights",
+             [](Session& s, const std::string& component, size_t alignment, size_t max_size) {
+                 return as_record(measuring([&] { return s.weights(component, alignment, max_size); }));
+             },
+             py::arg("component"), py::arg("alignment"), py::arg("max_size"))
+        .def("dit_graph",
+             [](Session& s, bool high_noise, const Shape& x, const Shape& context, const Shape& clip_fea,
+                const Shape& c_concat, int64_t timesteps, bool flash_attention, size_t alignment, size_t max_size) {
+                 return as_record(measuring([&] {
+                     return s.dit_graph(high_noise, x, context, clip_fea, c_concat, timesteps, flash_attention,
+                                        alignment, max_size);
+                 }));
+             },
+             py::arg("high_noise"), py::arg("x"), py::arg("context"), py::arg("clip_fea"), py::arg("c_concat"),
+             py::arg("timesteps"), py::arg("flash_attention"), py::arg("alignment"), py::arg("max_size"))
+        .def("vae_graph",
+             [](Session& s, bool decode, const Shape& input, bool flash_attention, size_t alignment,
+                size_t max_size) {
+                 return as_record(
+                     measuring([&] { return s.vae_graph(decode, input, flash_attention, alignment, max_size); }));
+             },
+             py::arg("decode"), py::arg("input"), py::arg("flash_attention"), py::arg("alignment"),
              py::arg("max_size"))
-        .def("vae_graph", &Session::vae_graph, py::arg("decode"), py::arg("input"), py::arg("flash_attention"),
-             py::arg("alignment"), py::arg("max_size"))
-        .def("t5_graph", &Session::t5_graph, py::arg("tokens"), py::arg("flash_attention"), py::arg("alignment"),
-             py::arg("max_size"))
-        .def("clip_vision_graph", &Session::clip_vision_graph, py::arg("flash_attention"), py::arg("alignment"),
-             py::arg("max_size"));
+        .def("t5_graph",
+             [](Session& s, int64_t tokens, bool flash_attention, size_t alignment, size_t max_size) {
+                 return as_record(
+                     measuring([&] { return s.t5_graph(tokens, flash_attention, alignment, max_size); }));
+             },
+             py::arg("tokens"), py::arg("flash_attention"), py::arg("alignment"), py::arg("max_size"))
+        .def("clip_vision_graph",
+             [](Session& s, bool flash_attention, size_t alignment, size_t max_size) {
+                 return as_record(
+                     measuring([&] { return s.clip_vision_graph(flash_attention, alignment, max_size); }));
+             },
+             py::arg("flash_attention"), py::arg("alignment"), py::arg("max_size"));
 }
 
 }  // namespace wanpy

@@ -1,5 +1,6 @@
 // wanpy._core: the thin typed layer over the stable-diffusion.cpp C API.
-// Users never import it directly; src/wanpy/ wraps it.
+// Users never import it directly; src/wanpy/ wraps it. Its interface is src/wanpy/_core.pyi,
+// generated from this module by scripts/check_stubs.py --write.
 #include "wanpy_core.h"
 
 PYBIND11_MODULE(_core, m) {
@@ -10,8 +11,6 @@ PYBIND11_MODULE(_core, m) {
     wanpy::register_devices(m);
     wanpy::register_callbacks(m);
     wanpy::register_context(m);
-    wanpy::register_generation(m);
     wanpy::register_measure(m);
-    wanpy::register_attention(m);
     wanpy::register_tensor_names(m);
 }

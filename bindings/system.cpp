@@ -69,10 +69,9 @@ void wanpy::register_system(py::module_& m) {
     m.attr("SDCPP_SOURCE")  = WANPY_SDCPP_SOURCE;
     m.def("sdcpp_version", [] { return std::string(sd_version()); },
           "The stable-diffusion.cpp version string compiled in.");
-    m.def("sdcpp_commit", [] { return std::string(sd_commit()); });
     m.def("sdcpp_system_info", [] { return std::string(sd_get_system_info()); },
           "sd.cpp's own feature line (SIMD flags and the like).");
-    m.def("num_physical_cores", &sd_get_num_physical_cores);
+    m.def("num_physical_cores", &sd_get_num_physical_cores, "sd.cpp's default thread count.");
     m.def("thread_stack_left", &thread_stack_left,
           "Bytes of stack left on the calling thread (-1 where the platform does not say).");
     m.attr("PROMPT_STACK_PER_BYTE") = kPromptStackPerByte;
@@ -81,9 +80,9 @@ void wanpy::register_system(py::module_& m) {
     m.def("sample_methods", [] {
         return enum_names([](int i) { return sd_sample_method_name(static_cast<sample_method_t>(i)); },
                           SAMPLE_METHOD_COUNT);
-    });
+    }, "sd.cpp's sample method names, in its enum order.");
     m.def("schedulers", [] {
         return enum_names([](int i) { return sd_scheduler_name(static_cast<scheduler_t>(i)); },
                           SCHEDULER_COUNT);
-    });
+    }, "sd.cpp's scheduler names, in its enum order.");
 }

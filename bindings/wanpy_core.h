@@ -2,6 +2,7 @@
 #pragma once
 
 #include <pybind11/pybind11.h>
+#include <pybind11/typing.h>
 
 #include <stdexcept>
 #include <string>
@@ -13,11 +14,15 @@ namespace wanpy {
 void register_system(py::module_& m);
 void register_devices(py::module_& m);
 void register_callbacks(py::module_& m);
-void register_context(py::module_& m);
-void register_generation(py::module_& m);
+void register_context(py::module_& m);  // with Context.generate (generation.cpp)
 void register_measure(py::module_& m);
-void register_attention(py::module_& m);
 void register_tensor_names(py::module_& m);
+
+// Typed Python values, so that the generated _core.pyi says what they hold.
+using Record     = py::typing::Dict<py::str, py::object>;  // dict[str, typing.Any]
+using RecordList = py::typing::List<Record>;
+// progress(step, steps, seconds_per_step): returning False cancels, anything else continues.
+using ProgressCallable = py::typing::Callable<py::object(int, int, float)>;
 
 // Native failures surface as this (wanpy maps it to its own exception classes).
 struct NativeError : std::runtime_error {
@@ -37,9 +42,9 @@ struct CancelRequested {};
 // so exactly one Python callable is routed at a time, under a lock.
 class ProgressRoute {
 public:
-    // Routes progress to `fn` for the lifetime of this object. When `may_cancel`,
-    // a callable that returns False or raises (Ctrl-C included) stops the native
-    // work by throwing CancelRequested from the callback.
+    // Routes progress to `fn` (None: nowhere) for the lifetime of this object. When
+    // `may_cancel`, a callable that returns False or raises (Ctrl-C included) stops the
+    // native work by throwing CancelRequested from the callback. Needs the GIL.
     ProgressRoute(py::object fn, bool may_cancel);
     ~ProgressRoute();
     ProgressRoute(const ProgressRoute&)            = delete;
@@ -50,9 +55,8 @@ public:
     bool cancelled() const;
 };
 
-#if defined(WANPY_WITH_VULKAN)
-// devices_vulkan.cpp: the driver's own limits for the Vulkan devices ggml uses.
-py::list vulkan_device_limits();
-#endif
+// devices_vulkan.cpp: the driver's own limits for the Vulkan devices ggml uses; an
+// empty list in builds without Vulkan (devices.cpp), so both builds have one interface.
+RecordList vulkan_device_limits();
 
 }  // namespace wanpy

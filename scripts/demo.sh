@@ -8,6 +8,6 @@ if ! command -v patch >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq patch ccache >/dev/null
 fi
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip "scikit-build-core>=0.10" "pybind11>=2.12"
-.venv/bin/python -m pip install -q --no-build-isolation .
+# as the README installs: pip's default build isolation fetches the build requirements
+.venv/bin/python -m pip install -q .
 exec .venv/bin/wanpy demo -o demo.webm "$@"

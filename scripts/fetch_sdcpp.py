@@ -8,14 +8,17 @@ order and records what it did in extern/stable-diffusion.cpp/WANPY_SOURCE.json.
 
 It is idempotent and works offline once populated: when the recorded source and
 patches match, it does nothing; when only the patches changed, it re-extracts from
-the cached sdist in extern/downloads. The CMake build runs it when the folder is
-missing or stale. Standard library only, so it can run inside an isolated build.
+the cached sdist in extern/downloads. The CMake build runs it at every configure.
+Standard library only; downloading needs pip in the running Python, which is why
+pyproject.toml lists pip in [build-system].requires (pip's isolated build
+environment holds nothing else).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -94,6 +97,14 @@ def download(lock: dict[str, str]) -> Path:
     cached = DOWNLOADS / sdist_name(lock)
     if cached.is_file() and sha256_of(cached) == lock["sha256"]:
         return cached
+    if importlib.util.find_spec("pip") is None:
+        raise FetchError(
+            f"pip is not importable by {sys.executable}, and it downloads the pinned "
+            f"{lock['package']}=={lock['version']} sdist. A build with pip's default isolation gets "
+            f"pip from pyproject.toml's [build-system].requires; with --no-build-isolation, install "
+            f"pip in that environment (or populate extern/stable-diffusion.cpp first: "
+            f"python scripts/fetch_sdcpp.py)"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         req = Path(tmp) / "requirements.txt"
         req.write_text(

@@ -28,7 +28,7 @@ def test_help_has_examples():
 
 def test_probe_reports_what_the_file_holds(tmp_path):
     frames = np.random.default_rng(0).integers(0, 255, (9, 32, 48, 3), dtype=np.uint8)
-    path = wanpy.write_webm(tmp_path / "clip.webm", frames, fps=16)
+    path = wanpy.save_video(tmp_path / "clip.webm", frames, fps=16)
     result = wanpy_cli("probe", str(path))
     assert result.returncode == 0, result.stderr
     assert "9 frames" in result.stdout and "48x32" in result.stdout and "16" in result.stdout

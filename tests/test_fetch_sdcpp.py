@@ -102,3 +102,27 @@ def test_hash_mismatch_is_refused(sandbox, monkeypatch):
     monkeypatch.setattr(fetch.subprocess, "run", fake_run)
     with pytest.raises(fetch.FetchError, match="sha256 mismatch"):
         fetch.download(lock)
+
+
+def test_without_pip_the_error_says_where_pip_comes_from(sandbox, monkeypatch):
+    # pip's isolated build environment holds only [build-system].requires: without pip
+    # there, the download used to fail with a bare "No module named pip"
+    lock = fetch.read_lock(fetch.LOCK)
+    lock["sha256"] = "0" * 64  # the cached sdist is not trusted, so pip is needed
+    real_find_spec = fetch.importlib.util.find_spec
+    monkeypatch.setattr(fetch.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pip" else real_find_spec(name, *a))
+    monkeypatch.setattr(fetch.subprocess, "run", lambda *a, **k: pytest.fail("pip was run"))
+    with pytest.raises(fetch.FetchError, match=r"pip is not importable.*\[build-system\]\.requires"):
+        fetch.download(lock)
+
+
+def test_every_wanpy_patch_says_why_before_its_diff():
+    patches = sorted((REPO / "extern" / "patches").glob("*.patch"))
+    assert patches
+    for patch in patches:
+        text = patch.read_text(encoding="utf-8")
+        header = text.split("\n--- a/", 1)[0]
+        number = patch.name.split("-", 1)[0]
+        assert header.startswith(f"wanpy patch {number}: "), patch.name
+        assert "\nWhy: " in header, patch.name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import wanpy
-from wanpy.preflight import choose_fit
+from wanpy.memory import choose_fit
 from wanpy.testing import cached_model_set
 
 from conftest import run_python

@@ -4,9 +4,20 @@ Upstream pads K/V to a multiple of 256 tokens and builds an L_pad x L mask: quad
 the video tokens. The patch computes the same attention without it. These tests compare
 the two paths of sd.cpp's own attention function (WANPY_FLASH_ATTN_PAD_KV=1 restores
 upstream's) numerically, on whole generations, and in the pre-flight's measured graphs.
+
+The attention function is reached through the test hooks module (bindings/testhooks.cpp), which
+is not part of wanpy: bench/build_sdcpp_tools.sh builds it beside sd-cli, from the same patched
+source and with the same backend options as wanpy._core.
 """
 
 from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import sysconfig
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -15,9 +26,34 @@ import wanpy
 from wanpy import _core
 from wanpy.testing import cached_model_set
 
-from conftest import run_python
+from conftest import REPO, run_python
 
 PAD_ENV = "WANPY_FLASH_ATTN_PAD_KV"
+
+
+def _hooks_dir() -> Path:
+    if os.environ.get("WANPY_TESTHOOKS_DIR"):
+        return Path(os.environ["WANPY_TESTHOOKS_DIR"])
+    suffix = "" if _core.BACKEND == "cpu" else f"-{_core.BACKEND}"
+    return REPO / "build" / f"bench-tools{suffix}" / "testhooks"
+
+
+@pytest.fixture(scope="module")
+def hooks() -> ModuleType:
+    """wanpy_testhooks for this interpreter and this build of _core; an error (not a skip) when missing."""
+    path = _hooks_dir() / ("wanpy_testhooks" + sysconfig.get_config_var("EXT_SUFFIX"))
+    build = f"TARGETS=wanpy_testhooks PYTHON={sys.executable} bash bench/build_sdcpp_tools.sh"
+    if _core.BACKEND != "cpu":
+        build = f"BUILD_DIR={path.parent.parent} {build} <the -D options of this {_core.BACKEND} build>"
+    assert path.is_file(), f"{path} is missing: build it with `{build}` (or set WANPY_TESTHOOKS_DIR)"
+    spec = importlib.util.spec_from_file_location("wanpy_testhooks", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # the hooks must run the engine _core runs
+    assert (module.BACKEND, module.SDCPP_SOURCE) == (_core.BACKEND, _core.SDCPP_SOURCE), path
+    return module
+
 
 # (L_q, L_k, n_head, d_head): Wan's head size 128; token counts that are not multiples of
 # 256 (self-attention of a small video, cross-attention to 257 CLIP tokens) and one that is.
@@ -36,15 +72,16 @@ def reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head: int) -> np.nd
     return (p @ vh).transpose(0, 2, 1, 3).reshape(n, lq, c)
 
 
-def three_paths(device: str, shape: tuple[int, int, int, int], monkeypatch) -> dict[str, tuple[np.ndarray, str]]:
+def three_paths(hooks: ModuleType, device: str, shape: tuple[int, int, int, int],
+                monkeypatch) -> dict[str, tuple[np.ndarray, str]]:
     lq, lk, heads, d = shape
     rng = np.random.default_rng(lq * 7 + lk)
     q, k, v = (rng.standard_normal((1, n, heads * d), dtype=np.float32) for n in (lq, lk, lk))
-    out = {"unpadded": _core.attention(q, k, v, heads, True, device)}
+    out = {"unpadded": hooks.attention(q, k, v, heads, True, device)}
     monkeypatch.setenv(PAD_ENV, "1")
-    out["padded"] = _core.attention(q, k, v, heads, True, device)
+    out["padded"] = hooks.attention(q, k, v, heads, True, device)
     monkeypatch.delenv(PAD_ENV)
-    out["plain"] = _core.attention(q, k, v, heads, False, device)
+    out["plain"] = hooks.attention(q, k, v, heads, False, device)
     out["reference"] = (reference(q, k, v, heads), "float64")
     return out
 
@@ -65,14 +102,14 @@ def check_paths(out: dict[str, tuple[np.ndarray, str]], shape: tuple[int, int, i
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_cpu_unpadded_flash_attention_equals_upstreams_padded(shape, monkeypatch):
-    check_paths(three_paths("CPU", shape, monkeypatch), shape, tolerance=5e-3)
+def test_cpu_unpadded_flash_attention_equals_upstreams_padded(hooks, shape, monkeypatch):
+    check_paths(three_paths(hooks, "CPU", shape, monkeypatch), shape, tolerance=5e-3)
 
 
 @pytest.mark.vulkan
 @pytest.mark.parametrize("shape", SHAPES[:2], ids=lambda s: "x".join(map(str, s)))
-def test_vulkan_unpadded_flash_attention_equals_upstreams_padded(shape, monkeypatch):
-    check_paths(three_paths("Vulkan0", shape, monkeypatch), shape, tolerance=5e-3)
+def test_vulkan_unpadded_flash_attention_equals_upstreams_padded(hooks, shape, monkeypatch):
+    check_paths(three_paths(hooks, "Vulkan0", shape, monkeypatch), shape, tolerance=5e-3)
 
 
 GENERATE = """

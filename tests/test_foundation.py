@@ -10,7 +10,7 @@ import pytest
 
 import wanpy
 from wanpy import _core, _logging
-from wanpy.system import backend_warnings, Device
+from wanpy.system import backend_warnings, Device, resolve_device
 
 
 def test_version_matches_distribution():
@@ -74,6 +74,41 @@ def test_gpu_build_without_gpu_says_so():
     (warning,) = backend_warnings("vulkan", [cpu])
     assert "built for vulkan but found no usable vulkan device" in warning
     assert backend_warnings("cpu", [cpu]) == ()
+
+
+def _device(index, type_, backend):
+    return Device(index=index, name=f"{backend}{index}", description="x", type=type_, backend=backend,
+                  total_memory=1, free_memory=1)
+
+
+def test_one_device_resolver_for_pipelines_and_the_preflight():
+    cpu_only = [_device(0, "cpu", "CPU")]
+    gpus = [_device(0, "igpu", "Vulkan"), _device(1, "gpu", "Vulkan"), _device(2, "cpu", "CPU")]
+    # default: the first GPU, else the CPU
+    assert resolve_device(None, cpu_only) is cpu_only[0]
+    assert resolve_device(None, gpus) is gpus[0]
+    assert resolve_device(1, gpus) is gpus[1]
+    assert resolve_device(gpus[1], gpus) is gpus[1]
+    # a GPU build runs sd.cpp on its GPU: asking for the CPU there is refused, not ignored
+    with pytest.raises(ValueError, match="device 2 is the CPU, but this .* build runs sd.cpp on its GPU"):
+        resolve_device(2, gpus)
+    with pytest.raises(ValueError, match=r"device 3 does not exist; devices: 0 Vulkan0, 1 Vulkan1, 2 CPU2"):
+        resolve_device(_device(3, "gpu", "Vulkan"), gpus)
+    with pytest.raises(ValueError, match="device must be >= 0, got -1"):
+        resolve_device(-1, gpus)
+    for bad in (True, "0", 1.0):
+        with pytest.raises(TypeError, match="device must be an integer"):
+            resolve_device(bad, gpus)
+    # without a list, this machine's devices
+    assert resolve_device(None) == resolve_device(None, wanpy.devices())
+
+
+def test_preflight_measures_for_the_device_a_pipeline_would_use():
+    here = resolve_device(None)
+    report = wanpy.preflight("wan2.1-t2v-1.3b", width=64, height=64, num_frames=5, suggest=False)
+    assert report.device == here.name
+    with pytest.raises(ValueError, match="device 99 does not exist"):
+        wanpy.preflight("wan2.1-t2v-1.3b", width=64, height=64, num_frames=5, device=99)
 
 
 @pytest.mark.parametrize(("level", "expected"), [

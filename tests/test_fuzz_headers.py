@@ -1,4 +1,4 @@
-"""Fuzzing the header reader used by the pre-flight and the model kit (``wanpy.model_files``).
+"""Fuzzing the header reader used by the pre-flight and the model kit (``wanpy.headers``).
 
 Hypothesis builds GGUF and safetensors files field by field (counts, metadata of every
 value type, tensor tables with Wan tensor names, shapes, ggml types and offsets) and lets
@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wanpy.errors import ModelFileError
-from wanpy.model_files import GGML_TYPES, ModelHeader, identify, read_header
+from wanpy.headers import GGML_TYPES, ModelHeader, read_header
+from wanpy.identify import identify
 
 EXAMPLES = int(os.environ.get("WANPY_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,

@@ -10,7 +10,7 @@ import pytest
 from wanpy import ModelFileError
 from wanpy.loras import check_lora_file, lora_targets
 from wanpy.testing import cached_model_set, make_lora, write_model_file
-from wanpy.testing.wan_layouts import TensorSpec
+from wanpy.layouts import TensorSpec
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""wanpy.model_files: header reading (round trips, corruption) and sd.cpp-style identification."""
+"""wanpy.headers and wanpy.identify: header reading (round trips, corruption) and sd.cpp-style
+identification."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 
 from wanpy.errors import ModelFileError
-from wanpy.model_files import GGML_TYPES, ModelHeader, identify, read_header
+from wanpy.headers import GGML_TYPES, ModelHeader, read_header
+from wanpy.identify import identify
 from wanpy.testing import make_model_set, write_model_file
-from wanpy.testing.wan_layouts import DitConfig, TensorSpec, dit_layout, umt5_xxl_layout, vae_layout
+from wanpy.layouts import DitShape, TensorSpec, dit_layout, umt5_xxl_layout, vae_layout
 
 # A small table covering the shapes and types real files have: 1-D, 2-D, 3-D, 5-D; float and quantized.
 SMALL = [
@@ -338,7 +340,7 @@ def _prefixed(specs: list[TensorSpec], prefix: str) -> list[TensorSpec]:
 
 
 def test_identify_reports_what_sd_cpp_hard_codes(tmp_path):
-    kind = identify(_sparse(tmp_path, "dit.gguf", dit_layout(DitConfig(30, 1536, 8960, 16, 16), "q4_0")))
+    kind = identify(_sparse(tmp_path, "dit.gguf", dit_layout(DitShape(30, 1536, 8960, 16, 16), "q4_0")))
     assert (kind.kind, kind.name, kind.family, kind.supported) == ("dit", "Wan2.1-T2V-1.3B", "wan2.1-t2v-1.3b", True)
     assert (kind.blocks, kind.dim, kind.ffn_dim, kind.num_heads) == (30, 1536, 8960, 12)
     assert (kind.in_channels, kind.out_channels, kind.patch_size) == (16, 16, (1, 2, 2))
@@ -346,7 +348,7 @@ def test_identify_reports_what_sd_cpp_hard_codes(tmp_path):
 
 
 def test_identify_refuses_a_29_block_dit(tmp_path):
-    kind = identify(_sparse(tmp_path, "dit29.gguf", dit_layout(DitConfig(29, 1536, 8960, 16, 16), "q4_0")))
+    kind = identify(_sparse(tmp_path, "dit29.gguf", dit_layout(DitShape(29, 1536, 8960, 16, 16), "q4_0")))
     assert kind.kind == "dit" and kind.blocks == 29
     assert kind.name is None and kind.family is None and not kind.supported
     assert any("29 transformer blocks" in p and "abort" in p for p in kind.problems)
@@ -355,13 +357,13 @@ def test_identify_refuses_a_29_block_dit(tmp_path):
 
 
 def test_identify_flags_dims_sd_cpp_would_reject(tmp_path):
-    kind = identify(_sparse(tmp_path, "odd.gguf", dit_layout(DitConfig(30, 2048, 8192, 16, 16), "q8_0")))
+    kind = identify(_sparse(tmp_path, "odd.gguf", dit_layout(DitShape(30, 2048, 8192, 16, 16), "q8_0")))
     assert kind.name == "Wan2.1-T2V-1.3B" and not kind.supported
     assert any("dim is 2048" in p and "1536" in p for p in kind.problems)
 
 
 def test_identify_accepts_the_prefixes_sd_cpp_accepts(tmp_path):
-    specs = dit_layout(DitConfig(30, 1536, 8960, 16, 16), "f16")
+    specs = dit_layout(DitShape(30, 1536, 8960, 16, 16), "f16")
     for prefix in ("model.diffusion_model.", "model.high_noise_diffusion_model."):
         kind = identify(_sparse(tmp_path, "p.safetensors", _prefixed(specs, prefix), "safetensors"))
         assert kind.name == "Wan2.1-T2V-1.3B" and kind.prefix == prefix and kind.supported
@@ -373,10 +375,10 @@ def test_identify_accepts_the_prefixes_sd_cpp_accepts(tmp_path):
 
 def test_identify_a_safetensors_dit_folds_5d_like_sd_cpp(tmp_path):
     # sd.cpp tells Wan2.2 TI2V-5B and I2V-A14B apart by patch_embedding's folded size
-    ti2v = identify(_sparse(tmp_path, "ti2v.safetensors", dit_layout(DitConfig(30, 3072, 14336, 48, 48), "bf16"),
+    ti2v = identify(_sparse(tmp_path, "ti2v.safetensors", dit_layout(DitShape(30, 3072, 14336, 48, 48), "bf16"),
                             "safetensors"))
     assert ti2v.name == "Wan2.2-TI2V-5B" and ti2v.supported
-    i2v = identify(_sparse(tmp_path, "i2v.safetensors", dit_layout(DitConfig(40, 5120, 13824, 36, 16), "bf16"),
+    i2v = identify(_sparse(tmp_path, "i2v.safetensors", dit_layout(DitShape(40, 5120, 13824, 36, 16), "bf16"),
                            "safetensors"))
     assert i2v.name == "Wan2.2-I2V-14B" and i2v.family == "wan2.2-i2v-a14b"
 

@@ -13,12 +13,13 @@ import gguf
 import numpy as np
 import pytest
 
-from wanpy.model_files import identify, read_header
+from wanpy.headers import read_header
+from wanpy.identify import identify
 from wanpy.testing import (
     DTYPES, KIT_VERSION, VARIANTS, ModelSet, cache_dir, cached_model_set, make_model_set, write_model_file,
 )
-from wanpy.testing import wan_layouts
-from wanpy.testing.wan_layouts import DitConfig, TensorSpec
+from wanpy import layouts as wan_layouts
+from wanpy.layouts import DitShape, TensorSpec
 
 # Parameter counts of the published models (what the layouts must add up to).
 PARAMS = {
@@ -156,7 +157,7 @@ def test_random_values_spread_over_the_intended_range(tmp_path, dtype):
 
 
 def test_norms_are_ones_and_the_scale_follows_fan_in(tmp_path):
-    cfg = DitConfig(2, 256, 512, 16, 16)
+    cfg = DitShape(2, 256, 512, 16, 16)
     path = write_model_file(tmp_path / "d.gguf", wan_layouts.dit_layout(cfg, "f32"), format="gguf", seed=1)
     data = {t.name: np.asarray(t.data, dtype=np.float64) for t in gguf.GGUFReader(path).tensors}
     assert (data["blocks.0.norm3.weight"] == 1).all() and (data["blocks.0.norm3.bias"] == 0).all()
@@ -169,7 +170,7 @@ def test_norms_are_ones_and_the_scale_follows_fan_in(tmp_path):
 # --- determinism ---------------------------------------------------------------------------
 
 def _small_dit(path: Path, seed: int, dtype: str = "q4_0") -> Path:
-    return write_model_file(path, wan_layouts.dit_layout(DitConfig(2, 256, 512, 16, 16), dtype), format="gguf",
+    return write_model_file(path, wan_layouts.dit_layout(DitShape(2, 256, 512, 16, 16), dtype), format="gguf",
                             seed=seed, seed_key="dit")
 
 
@@ -301,7 +302,7 @@ def test_model_set_names_its_paths_like_the_pipeline(tmp_path):
 def test_the_gguf_writer_writes_what_gguf_py_writes(tmp_path):
     from wanpy.testing._writer import tensor_chunks
 
-    specs = wan_layouts.dit_layout(DitConfig(2, 256, 512, 16, 16), "q4_0") + wan_layouts.vae_layout("2.1")[:10]
+    specs = wan_layouts.dit_layout(DitShape(2, 256, 512, 16, 16), "q4_0") + wan_layouts.vae_layout("2.1")[:10]
     ours = write_model_file(tmp_path / "ours.gguf", specs, format="gguf", seed=0, seed_key="x",
                             metadata={"general.architecture": "wan", "general.quantization_version": 2})
     writer = gguf.GGUFWriter(tmp_path / "theirs.gguf", "wan")

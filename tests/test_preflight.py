@@ -3,18 +3,15 @@ suggestions that fit when applied, refusals before loading, and bad headers."""
 
 from __future__ import annotations
 
-import importlib
 import re
 
 import numpy as np
 import pytest
 
 import wanpy
-from wanpy import _logging
-from wanpy.preflight import PRESETS, parse_bytes, refusal
+from wanpy import _logging, system
+from wanpy.memory import PRESETS, host_video_bytes, refusal
 from wanpy.testing import cached_model_set
-
-preflight_module = importlib.import_module("wanpy.preflight")  # wanpy.preflight is the function
 
 MiB = 2**20
 
@@ -264,21 +261,12 @@ def test_a_video_larger_than_host_memory_is_refused_without_measuring(monkeypatc
     assert [(a.nbytes, a.on_device) for a in host] == [(15 * 16384 * 16384 * 689, False)]
     assert "of host memory (sd.cpp holds it as f32, then as uint8); this machine has" in report.problems[0]
     error = refusal(report)
-    assert error.required == 15 * 16384 * 16384 * 689 and error.limit == preflight_module._host_memory()
+    assert error.required == 15 * 16384 * 16384 * 689 and error.limit == system.host_memory()
     # the boundary: exactly the decoded video's size of memory measures the graphs, a byte less does not
-    need = preflight_module.host_video_bytes(64, 64, 5)
+    need = host_video_bytes(64, 64, 5)
     assert need == 15 * 64 * 64 * 5
     for memory, refused in ((need, False), (need - 1, True)):
-        monkeypatch.setattr(preflight_module, "_host_memory", lambda memory=memory: memory)
+        monkeypatch.setattr(system, "host_memory", lambda memory=memory: memory)
         small = wanpy.preflight("wan2.1-t2v-1.3b", width=64, height=64, num_frames=5, suggest=False)
         assert any(a.kind == "host buffer" for a in small.allocations) is refused
         assert any(a.kind == "compute buffer" for a in small.allocations) is not refused
-
-
-def test_sizes_parse_in_every_spelling():
-    assert parse_bytes("4GiB") == parse_bytes("4096MiB") == parse_bytes(4 * 2**30) == 2**32
-    assert parse_bytes("0xfffffffc") == 2**32 - 4
-    assert parse_bytes("4.5GB") == 4_500_000_000
-    for bad in ("", "4 apples", "-1", "0", "1.5B"):
-        with pytest.raises(ValueError):
-            parse_bytes(bad)

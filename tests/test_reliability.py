@@ -17,7 +17,7 @@ import pytest
 
 from reliability_harness import LOADING, Case, check, models_of, run
 from wanpy.testing import cached_model_set, make_model_set, write_model_file
-from wanpy.testing import wan_layouts
+from wanpy import layouts as wan_layouts
 
 SETUP = "import wanpy\n"
 

@@ -65,10 +65,9 @@ FLF2V_STUB = COMMON + r'''
 from wanpy.pipeline import WanPipeline
 from wanpy.testing import make_model_set
 assert hasattr(WanPipeline, "_load"), "this stub replaces WanPipeline._load"
-WanPipeline._load = lambda self: types.SimpleNamespace(close=lambda: None)
 def _not_here(*args, **kwargs):
     raise AssertionError("reached sd.cpp's generate_video")
-wanpy._core.generate_video = _not_here
+WanPipeline._load = lambda self: types.SimpleNamespace(close=lambda: None, generate=_not_here)
 flf = make_model_set(os.path.join(TMP, "flf2v"), variant="wan2.1-flf2v-14b", dtype="q4_0", sparse=True)
 pipe = WanPipeline(flf.diffusion_model, flf.vae, clip_vision=flf.clip_vision, preflight=False)
 IMG = np.zeros((16, 16, 3), np.uint8)
@@ -418,6 +417,45 @@ assert box[1000].num_frames == 1, box[1000]
 raise box[5000]
 ''', "ValueError", r"a prompt of 5000 bytes needs about \d+ KiB of stack .* this thread has \d+ KiB left",
          then="assert pipe.generate_video('a' * 5000, **SMALL).num_frames == 1  # the main thread's 8 MiB"),
+    Case("a callback returning numpy's False cancels",
+         "pipe = pipeline()\npipe.generate_video('a red fox', **{**SMALL, 'steps': 3}, "
+         "callback=lambda p: np.False_).save(OUT)",
+         "Cancelled", "cancelled by the callback",
+         then="assert pipe.generate_video('a red fox', **SMALL).num_frames == 1"),
+    Case("close() from the callback", r'''
+pipe = pipeline()
+box = {}
+def closer(progress):
+    try:
+        pipe.close()
+    except BaseException as exc:
+        box["close"] = exc
+pipe.generate_video("a red fox", **{**SMALL, "steps": 2}, callback=closer)
+assert not pipe.closed, "a refused close() closed the pipeline anyway"
+raise box["close"]
+''', "GenerationError", "cannot be called from its own progress callback",
+         then="assert pipe.generate_video('a red fox', **SMALL).num_frames == 1"),
+    Case("fork while another thread generates", r'''
+pipe = pipeline()
+running, done = threading.Event(), threading.Event()
+def work():
+    pipe.generate_video("a red fox", **{**SMALL, "steps": 3}, callback=lambda p: running.set() or done.wait(60))
+worker = threading.Thread(target=work)
+worker.start()
+assert running.wait(300), "the generation never started"
+child = os.fork()
+if child == 0:  # the child inherits the held lock: it must still load and generate
+    try:
+        code = 0 if pipeline().generate_video("a red fox", **SMALL).num_frames == 1 else 1
+    except BaseException:
+        code = 2
+    os._exit(code)
+done.set()
+worker.join()
+_, status = os.waitpid(child, 0)
+assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+pipe.generate_video("a red fox", **SMALL).save(OUT)
+''', None, output_expected=True),
     Case("close() then generate",
          "pipe = pipeline()\npipe.close()\npipe.generate_video('a red fox', **SMALL).save(OUT)",
          "GenerationError", "closed",

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from wanpy import _core, _logging
+from wanpy._version import __version__
+from wanpy.catalogue import FAMILIES, WanFamily
+from wanpy.encode import VideoWriter, save_video
 from wanpy.errors import (
     AllocationTooLargeError,
     Cancelled,
@@ -12,16 +15,14 @@ from wanpy.errors import (
     ModelFileError,
     WanpyError,
 )
-
-from wanpy.families import FAMILIES
-from wanpy.preflight import Allocation, PhaseTotal, Preflight, preflight
-from wanpy.pipeline import BackendFallbackWarning, Lora, WanPipeline, generate_video
+from wanpy.memory import Allocation, FitChoice, PhaseTotal, Preflight, choose_fit, preflight
+from wanpy.oneshot import generate_video
+from wanpy.pipeline import BackendFallbackWarning, WanPipeline
+from wanpy.probe import VideoInfo, probe_video
 from wanpy.progress import Progress
+from wanpy.request import GenerationRequest, HighNoise, Lora, RequestOptions, build_request
 from wanpy.system import Device, EnvVar, SystemInfo, devices, system_info
 from wanpy.video import Timings, Video, concatenate
-from wanpy.video_io import VideoInfo, VideoWriter, WebMWriter, probe_video, save_video, write_webm
-
-__version__ = "0.1.0"
 
 _logging.install(_core)
 
@@ -30,26 +31,31 @@ __all__ = [
     "Allocation",
     "BackendFallbackWarning",
     "Device",
+    "EnvVar",
     "FAMILIES",
+    "FitChoice",
+    "GenerationRequest",
+    "HighNoise",
     "Lora",
     "PhaseTotal",
     "Preflight",
     "Progress",
+    "RequestOptions",
+    "SystemInfo",
     "Timings",
     "Video",
     "VideoInfo",
     "VideoWriter",
-    "WebMWriter",
+    "WanFamily",
     "WanPipeline",
+    "build_request",
+    "choose_fit",
     "concatenate",
+    "devices",
     "generate_video",
     "preflight",
     "probe_video",
     "save_video",
-    "write_webm",
-    "EnvVar",
-    "SystemInfo",
-    "devices",
     "system_info",
     "AllocationTooLargeError",
     "Cancelled",

@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import ModuleType
 
 logger = logging.getLogger("wanpy")
 
@@ -66,9 +67,8 @@ def observe(fn: Callable[[str, str, str], None]) -> Iterator[None]:
         _observers.remove(fn)
 
 
-def install(core: object) -> None:
+def install(core: ModuleType) -> None:
     """Point the native trampoline at :func:`_sink` (once, at import)."""
-    core._log_sink = _sink  # type: ignore[attr-defined]
-    core.set_log_enabled(True)  # type: ignore[attr-defined]
+    core.set_log_sink(_sink)
     # Native destructors may log while the interpreter shuts down: stop routing first.
-    atexit.register(core.set_log_enabled, False)  # type: ignore[attr-defined]
+    atexit.register(core.set_log_sink, None)

@@ -19,7 +19,7 @@ EXIT_DOES_NOT_FIT = 3  # an AllocationTooLargeError
 
 def parse_bytes(text: str) -> int:
     """'4GiB', '4096MiB', '0xfffffffc', '4294967292' -> bytes."""
-    from wanpy.preflight import parse_bytes as byte_count  # (wanpy.preflight the attribute is the function)
+    from wanpy.units import parse_bytes as byte_count
 
     try:
         return byte_count(text)
@@ -34,8 +34,8 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def _print_probe(path: Path) -> None:
-    from wanpy.video_io import probe_video
+def _print_probe(path: str | Path) -> None:
+    from wanpy.probe import probe_video
 
     print(probe_video(path))
 
@@ -48,7 +48,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    _print_probe(Path(args.file))
+    _print_probe(args.file)
     return 0
 
 

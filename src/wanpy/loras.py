@@ -17,8 +17,9 @@ import re
 from dataclasses import dataclass
 
 from wanpy import _core
+from wanpy.catalogue import COMPONENTS
 from wanpy.errors import ModelFileError
-from wanpy.model_files import read_header_cached
+from wanpy.headers import read_header_cached
 
 # The suffixes sd.cpp's converted LoRA tensor names end with (src/lora.hpp), after the
 # model tensor they modify ("<tensor>.lora_down", "<tensor>.alpha", ...).
@@ -27,13 +28,8 @@ _LORA_SUFFIX = re.compile(r"\.(lora_down|lora_up|lora_mid|alpha|scale|diff|hada_
 # lora.hpp also looks up split tensors as "<tensor>.1", "<tensor>.2", ...
 _SPLIT_INDEX = re.compile(r"\.\d+$")
 
-# The prefixes sd.cpp loads each model file with (stable-diffusion.cpp) and those of LoRAs.
-MODEL_PREFIXES = {
-    "diffusion_model": "model.diffusion_model.",
-    "high_noise_diffusion_model": "model.high_noise_diffusion_model.",
-    "text_encoder": "text_encoders.t5xxl.transformer.",
-    "vae": "vae.",
-}
+# The prefixes sd.cpp loads each model file with (stable-diffusion.cpp), by argument.
+MODEL_PREFIXES = {c.argument: c.load_prefix for c in COMPONENTS.values()}
 logger = logging.getLogger("wanpy")
 
 _LORA_PREFIX = "lora."
@@ -76,7 +72,7 @@ def model_tensor_shapes(path: str | os.PathLike[str], slot: str) -> dict[str, tu
     """sd.cpp's name -> row-major shape of each tensor of the model file in ``slot``
     (a key of MODEL_PREFIXES)."""
     tensors = read_header_cached(path).tensors
-    names = _core.convert_tensor_names([n.removeprefix("model.diffusion_model.") for n in tensors],
+    names = _core.convert_tensor_names([n.removeprefix(MODEL_PREFIXES["diffusion_model"]) for n in tensors],
                                        MODEL_PREFIXES[slot])
     return {name: t.shape for name, t in zip(names, tensors.values())}
 
@@ -130,8 +126,9 @@ def check_lora_file(label: str, path: str, *, high_noise: bool, model_files: dic
     slots = ("high_noise_diffusion_model",) if high_noise else ("diffusion_model", "text_encoder", "vae")
     model: dict[str, tuple[int, ...]] = {}
     for slot in slots:
-        if model_files.get(slot):
-            model.update(model_tensor_shapes(model_files[slot], slot))
+        slot_path = model_files.get(slot)
+        if slot_path:
+            model.update(model_tensor_shapes(slot_path, slot))
     matched = [t for t in found.targets if t in model]
     if not matched:
         sample = sorted(found.targets)[:2]

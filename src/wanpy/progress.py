@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from wanpy.video import Timings
@@ -69,7 +70,8 @@ class GenerationMonitor:
             self._update_bar(step, steps)
         if self.callback is not None:
             event = Progress(self.phase, step, steps, time.perf_counter() - self._phase_start, seconds_per_step)
-            if self.callback(event) is False:
+            answer = self.callback(event)
+            if isinstance(answer, (bool, np.bool_)) and not answer:  # numpy's False cancels too
                 return False
         return True
 

@@ -9,12 +9,15 @@ UNKNOWN (a name nothing here reads, such as GGML_VK_FORCE_CONCURRENT).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from wanpy import _core
+from wanpy.units import format_exact_bytes, format_gib
+from wanpy.validation import check_int
 
 logger = logging.getLogger("wanpy")
 
@@ -82,15 +85,16 @@ class Device:
 
     def __str__(self) -> str:
         text = f"#{self.index} {self.name} ({self.type}, {self.backend}): {self.description}, " \
-               f"memory {_gib(self.total_memory)} total / {_gib(self.free_memory)} free"
+               f"memory {format_gib(self.total_memory)} total / {format_gib(self.free_memory)} free"
         if self.backend.lower() == "vulkan":
             text += (
-                f"\n    driver {self.driver}; maxMemoryAllocationSize {_bytes(self.max_memory_allocation_size)},"
-                f" maxBufferSize {_bytes(self.max_buffer_size)},"
-                f" maxStorageBufferRange {_bytes(self.max_storage_buffer_range)}"
-                f"\n    ggml: max buffer {_bytes(self.ggml_max_buffer_size)},"
-                f" sub-allocation block {_bytes(self.ggml_suballocation_block_size)}"
-                f"\n    largest single allocation (max_allocation): {_bytes(self.max_allocation)}"
+                f"\n    driver {self.driver};"
+                f" maxMemoryAllocationSize {format_exact_bytes(self.max_memory_allocation_size)},"
+                f" maxBufferSize {format_exact_bytes(self.max_buffer_size)},"
+                f" maxStorageBufferRange {format_exact_bytes(self.max_storage_buffer_range)}"
+                f"\n    ggml: max buffer {format_exact_bytes(self.ggml_max_buffer_size)},"
+                f" sub-allocation block {format_exact_bytes(self.ggml_suballocation_block_size)}"
+                f"\n    largest single allocation (max_allocation): {format_exact_bytes(self.max_allocation)}"
             )
         else:
             text += "\n    largest single allocation: no per-allocation ceiling"
@@ -141,14 +145,6 @@ class SystemInfo:
         return "\n".join(lines)
 
 
-def _gib(n: int | None) -> str:
-    return "?" if n is None else f"{n / 2**30:.2f} GiB"
-
-
-def _bytes(n: int | None) -> str:
-    return "n/a" if n is None else f"{n:,} B ({n / 2**30:.2f} GiB)"
-
-
 def _env_int(name: str) -> int | None:
     """ggml reads its size overrides with std::stoull; mirror that (decimal only)."""
     raw = os.environ.get(name)
@@ -160,7 +156,7 @@ def _env_int(name: str) -> int | None:
         return None
 
 
-def _vulkan_limits(limits: dict) -> dict:
+def _vulkan_limits(limits: dict[str, Any]) -> dict[str, Any]:
     """The ceilings ggml-vulkan derives from the driver's limits and its variables."""
     driver_alloc = int(limits["max_memory_allocation_size"])
     driver_buffer = limits["max_buffer_size"]  # None without VK_KHR_maintenance4
@@ -193,14 +189,21 @@ def _vulkan_limits(limits: dict) -> dict:
     }
 
 
+@functools.cache
+def _driver_limits() -> dict[str, dict[str, Any]]:
+    """The Vulkan driver's limits by ggml device name. Reading them creates a Vulkan
+    instance; they do not change while the process runs (ggml reads them once too)."""
+    if not hasattr(_core, "vulkan_device_limits"):
+        return {}
+    return {d["ggml_name"]: d for d in _core.vulkan_device_limits()}
+
+
 def devices() -> list[Device]:
     """Every device this build can run on, in ggml's order (GPUs first, then the CPU)."""
-    vk_limits: dict[str, dict] = {}
-    if hasattr(_core, "vulkan_device_limits"):
-        vk_limits = {d["ggml_name"]: d for d in _core.vulkan_device_limits()}
+    vk_limits = _driver_limits()
     out = []
     for d in _core.backend_devices():
-        extra: dict = {}
+        extra: dict[str, Any] = {}
         if d.get("buffer_alignment") is not None:
             extra["buffer_alignment"] = int(d["buffer_alignment"])
             max_size = int(d["buffer_max_size"])
@@ -213,6 +216,37 @@ def devices() -> list[Device]:
             **extra,
         ))
     return out
+
+
+def resolve_device(device: Device | int | None, devs: list[Device] | None = None) -> Device:
+    """The device a pipeline (and its pre-flight) runs on: ``device`` (a ``Device`` or its
+    index) looked up in ``devs`` (default: ``devices()``); None: the first GPU, else the CPU.
+
+    An index or Device not in ``devs`` raises ValueError, as does the CPU on a GPU build:
+    sd.cpp 0.4.7 always takes a GPU when ggml has one.
+    """
+    if devs is None:
+        devs = devices()
+    if device is None:
+        gpus = [d for d in devs if d.type in ("gpu", "igpu", "accel")]
+        return gpus[0] if gpus else next(d for d in devs if d.type == "cpu")
+    if isinstance(device, Device):
+        device = device.index
+    index = check_int("device", device, minimum=0)
+    for d in devs:
+        if d.index == index:
+            if d.type == "cpu" and any(g.backend.lower() != "cpu" for g in devs):
+                # saying the CPU would run it would be a lie
+                raise ValueError(f"device {index} is the CPU, but this {_core.BACKEND} build runs sd.cpp on its "
+                                 "GPU whenever one is visible; to run on the CPU, hide the GPUs before importing "
+                                 "wanpy (e.g. GGML_VK_VISIBLE_DEVICES='') or use a CPU build")
+            return d
+    raise ValueError(f"device {index} does not exist; devices: {', '.join(f'{d.index} {d.name}' for d in devs)}")
+
+
+def host_memory() -> int:
+    """This machine's physical memory (RAM), in bytes."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def environment_report(backend: str | None = None) -> list[EnvVar]:

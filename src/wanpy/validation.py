@@ -9,7 +9,6 @@ import math
 import numbers
 import os
 from fractions import Fraction
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -19,29 +18,44 @@ from wanpy import _core
 Align = Literal["down", "up"]
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """True or False (numpy's bools too): a truthy string or number is not a flag."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value}")
-    return value
+    number = int(value)
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {_short(number)}")
+    if maximum is not None and number > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {_short(number)}")
+    return number
 
 
 def check_float(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
                 exclusive_minimum: bool = False, exclusive_maximum: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
-        raise ValueError(f"{name} must be {'>' if exclusive_minimum else '>='} {minimum}, got {value}")
-    if maximum is not None and (value >= maximum if exclusive_maximum else value > maximum):
-        raise ValueError(f"{name} must be {'<' if exclusive_maximum else '<='} {maximum}, got {value}")
-    return value
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is too large: {_short(value)} does not fit a float") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {number}")
+    if minimum is not None and (number <= minimum if exclusive_minimum else number < minimum):
+        raise ValueError(f"{name} must be {'>' if exclusive_minimum else '>='} {minimum}, got {number}")
+    if maximum is not None and (number >= maximum if exclusive_maximum else number > maximum):
+        raise ValueError(f"{name} must be {'<' if exclusive_maximum else '<='} {maximum}, got {number}")
+    return number
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
 
 
 def check_fps(fps: Any, *, maximum: int | None = None) -> Fraction:
@@ -52,9 +66,8 @@ def check_fps(fps: Any, *, maximum: int | None = None) -> Fraction:
     if isinstance(fps, numbers.Rational):
         value = Fraction(int(fps.numerator), int(fps.denominator))
     else:
-        if not math.isfinite(float(fps)):
-            raise ValueError(f"fps must be a finite number, got {fps!r}")
-        value = Fraction(repr(float(fps)))
+        as_float = check_float("fps", fps)
+        value = Fraction(repr(as_float))
     if maximum is not None and not 0 < value <= maximum:
         raise ValueError(f"fps must be in (0, {maximum}], got {fps}")
     if value <= 0:
@@ -110,25 +123,11 @@ def valid_frame_counts(num_frames: int) -> tuple[int, int]:
     return down, up
 
 
-# The longest clips sd.cpp can build the Wan VAE graphs for: beyond them the graph outgrows
-# ggml's compute context (a fixed number of tensors) and GGML_ASSERT(obj_new) aborts the
-# process (further on, a SIGSEGV in ggml_new_graph_custom). Measured on the pinned sd.cpp with
-# wanpy.preflight, which builds the same graphs; independent of width, height, tiling and
-# flash attention. Wan2.1 VAE: decode 689 frames, encode 201 (Wan2.1 I2V/FLF2V and Wan2.2
-# I2V encode the whole clip); Wan2.2 VAE (TI2V-5B): decode 657 (its image is one frame).
-MAX_NUM_FRAMES = 657
-MAX_NUM_FRAMES_BY_FAMILY = {
-    "wan2.1-t2v-1.3b": 689, "wan2.1-t2v-14b": 689, "wan2.2-t2v-a14b": 689, "wan2.2-ti2v-5b": 657,
-    "wan2.1-i2v-14b": 201, "wan2.1-flf2v-14b": 201, "wan2.2-i2v-a14b": 201,
-}
-
-
-def check_num_frames(num_frames: Any, *, align: Align | None = None, maximum: int = MAX_NUM_FRAMES) -> int:
+def check_num_frames(num_frames: Any, *, align: Align | None = None, maximum: int) -> int:
     """sd.cpp silently rounds the frame count down to 4k+1: refuse, or align on request.
 
-    ``maximum`` (4k+1) is the longest clip sd.cpp can build the VAE graphs for: pass the
-    family's ``MAX_NUM_FRAMES_BY_FAMILY`` entry; the default holds for every family but
-    the image-to-video ones (201).
+    ``maximum`` (4k+1) is the longest clip sd.cpp can build the VAE graphs for
+    (``wanpy.catalogue``: ``WanFamily.longest_clip``).
     """
     n = check_int("num_frames", num_frames, minimum=1)
     if n > maximum:
@@ -148,8 +147,7 @@ def check_num_frames(num_frames: Any, *, align: Align | None = None, maximum: in
                      f"use {down} or {up}, or pass align='down'/'up'")
 
 
-def frames_for_duration(duration: Any, fps: Fraction, *, align: Align | None,
-                        maximum: int = MAX_NUM_FRAMES) -> int:
+def frames_for_duration(duration: Any, fps: Fraction, *, align: Align | None, maximum: int) -> int:
     seconds = check_float("duration", duration, minimum=0, exclusive_minimum=True)
     exact = seconds * fps
     n = round(float(exact))
@@ -190,55 +188,69 @@ def check_seed(seed: Any) -> int | None:
 
 
 def check_file(name: str, path: Any) -> str:
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a path, got {type(path).__name__}")
-    if "\x00" in os.fspath(path):
-        raise ValueError(f"{name}: the path contains a NUL character: {os.fspath(path)!r}")
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{name}: no such file: {str(p)!r}")
-    if p.is_dir():
-        raise IsADirectoryError(f"{name}: is a directory, not a model file: {str(p)!r}")
-    if not os.access(p, os.R_OK):
-        raise PermissionError(f"{name}: not readable: {str(p)!r}")
-    if p.stat().st_size == 0:
-        raise ValueError(f"{name}: file is empty: {str(p)!r}")
-    return os.fspath(p.resolve())
+    """A model or LoRA file sd.cpp can open: a readable, non-empty regular file whose path is
+    UTF-8 (sd.cpp takes its paths as UTF-8 text). Returns the resolved path."""
+    from wanpy.paths import check_input_file
+
+    resolved = check_input_file(name, path)
+    try:
+        resolved.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{name}: the path {resolved!r} is not valid UTF-8, which sd.cpp needs for file names: "
+                         "rename the file") from None
+    return resolved
+
+
+# PIL modes converted to RGB without losing anything; others (alpha, CMYK, 16-bit...) are refused
+_LOSSLESS_TO_RGB = ("RGB", "L", "P")
+
+
+def _pil_to_array(name: str, image: Any, origin: str) -> np.ndarray:
+    mode = image.mode
+    if mode == "P" and "transparency" in image.info:
+        mode = "P with transparency"
+    if mode not in _LOSSLESS_TO_RGB:
+        raise ValueError(f"{name}: {origin} has mode {mode}; wanpy takes RGB, greyscale (L) or an opaque palette "
+                         "(P): flatten or convert it yourself (e.g. onto a background: transparent pixels "
+                         "would otherwise reach the model as whatever colour they hold)")
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
 
 def load_image(name: str, image: Any) -> np.ndarray:
-    """A path, PIL image or HxWx3 uint8 array -> C-contiguous HxWx3 uint8 array."""
-    if isinstance(image, (str, os.PathLike)):
-        from PIL import Image, UnidentifiedImageError
+    """A path, PIL image or HxWx3 uint8 array -> C-contiguous HxWx3 uint8 array.
 
-        path = Path(image)
-        if "\x00" in str(path):
-            raise ValueError(f"{name}: the path contains a NUL character: {str(path)!r}")
-        if path.is_dir():
-            raise IsADirectoryError(f"{name}: is a directory, not an image file: {str(path)!r}")
-        if not path.is_file():
-            raise FileNotFoundError(f"{name}: no such image file: {str(path)!r}")
-        try:
-            with Image.open(path) as img:
-                image = img.convert("RGB") if img.mode in ("RGB", "RGBA", "L", "P") else img.copy()
-        except UnidentifiedImageError:
-            raise ValueError(f"{name}: not a readable image: {str(path)!r}") from None
-        except PermissionError:
-            raise
-        except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
-            # PIL decodes lazily: a truncated or corrupt file fails here, in convert()
-            raise ValueError(f"{name}: cannot decode the image {str(path)!r} ({exc}): "
-                             "is the file complete?") from None
-    if hasattr(image, "mode") and hasattr(image, "size"):  # PIL image
-        if image.mode != "RGB":
-            raise ValueError(f"{name}: PIL image mode must be RGB, got {image.mode} (convert('RGB') it)")
-        image = np.asarray(image)
-    if not isinstance(image, np.ndarray):
+    Paths and PIL images follow one rule: RGB as is, greyscale and opaque palettes converted
+    to RGB (lossless); an alpha channel or any other mode is refused."""
+    if isinstance(image, np.ndarray):  # before the PIL test: a memmap has a .mode too
+        array = image
+    elif isinstance(image, (str, os.PathLike)):
+        array = _read_image(name, image)
+    elif hasattr(image, "mode") and hasattr(image, "size") and hasattr(image, "convert"):  # PIL image
+        array = _pil_to_array(name, image, "the PIL image")
+    else:
         raise TypeError(f"{name} must be a path, a PIL image or a numpy array, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"{name}: array dtype must be uint8, got {image.dtype}")
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"{name}: array must be HxWx3 (RGB), got shape {image.shape}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"{name}: image is empty, shape {image.shape}")
-    return np.ascontiguousarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(f"{name}: array dtype must be uint8, got {array.dtype}")
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"{name}: array must be HxWx3 (RGB), got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name}: image is empty, shape {array.shape}")
+    return np.ascontiguousarray(array)
+
+
+def _read_image(name: str, path: str | os.PathLike[str]) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    from wanpy.paths import check_input_file
+
+    where = check_input_file(name, path, what="image file")
+    try:
+        with Image.open(where) as img:
+            return _pil_to_array(name, img, f"the image {where!r}")
+    except UnidentifiedImageError:
+        raise ValueError(f"{name}: not a readable image: {where!r}") from None
+    except PermissionError:
+        raise
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        # PIL decodes lazily: a truncated or corrupt file fails here, in convert()
+        raise ValueError(f"{name}: cannot decode the image {where!r} ({exc}): is the file complete?") from None

@@ -7,9 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from wanpy.request import GenerationRequest
 
 
 @dataclass(frozen=True)
@@ -33,13 +36,18 @@ class Timings:
 
 @dataclass(frozen=True)
 class Video:
-    """Generated frames, uint8 (T, H, W, 3), and what produced them."""
+    """Generated frames, uint8 (T, H, W, 3), and what produced them.
+
+    ``request`` is the validated ``GenerationRequest`` (``request.to_dict()`` for JSON);
+    ``params`` is its record plus what the run decided (device, backend, model files, the
+    pre-flight's figures, ``fit="auto"``'s choice): one JSON-serialisable dict."""
 
     frames: np.ndarray
     fps: Fraction
     seed: int | None
     params: dict[str, Any] = field(default_factory=dict)
     timings: Timings = field(default_factory=Timings)
+    request: GenerationRequest | None = field(default=None, repr=False)
 
     @property
     def num_frames(self) -> int:
@@ -62,9 +70,9 @@ class Video:
              **options: Any) -> Path:
         """Write the frames; the container follows the extension (.webm, .mp4, .gif).
 
-        Every frame is written at ``self.fps``; see :func:`wanpy.write_webm`.
+        Every frame is written at ``self.fps``; see :func:`wanpy.save_video`.
         """
-        from wanpy.video_io import save_video
+        from wanpy.encode import save_video
 
         return save_video(path, self.frames, fps=self.fps, codec=codec, quality=quality, **options)
 
@@ -79,9 +87,14 @@ def concatenate(videos: Sequence[Video]) -> Video:
     A clip made with ``continue_from=previous`` starts from ``previous``'s last frame,
     so joining N clips gives ``sum(frames) - (N - 1)`` frames.
     """
+    if isinstance(videos, (str, bytes, Video)) or not isinstance(videos, Sequence):
+        raise TypeError(f"videos must be a sequence of wanpy.Video, got {type(videos).__name__}")
     videos = list(videos)
     if not videos:
         raise ValueError("concatenate needs at least one video")
+    for i, v in enumerate(videos):
+        if not isinstance(v, Video):
+            raise TypeError(f"videos[{i}] must be a wanpy.Video, got {type(v).__name__}")
     first = videos[0]
     for i, v in enumerate(videos[1:], start=1):
         if v.fps != first.fps:

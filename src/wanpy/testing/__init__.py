@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wanpy.testing import wan_layouts
+from wanpy import layouts as wan_layouts
+from wanpy.catalogue import FAMILIES, PRESET_ALIASES
 from wanpy.testing._writer import planned_size, write_file
-from wanpy.testing.wan_layouts import DIT_CONFIGS, GGML_NAMES, TensorSpec
+from wanpy.layouts import DIT_CONFIGS, GGML_NAMES, TensorSpec
 
 __all__ = [
     "KIT_VERSION", "DTYPES", "VARIANTS", "ModelSet", "SetLayout", "cache_dir", "cached_model_set",
@@ -49,7 +50,7 @@ logger = logging.getLogger("wanpy")
 class SetLayout:
     """What a variant's set holds: its DiT config (``wan_layouts.DIT_CONFIGS``), its VAE
     version, whether it has two experts (Wan2.2 A14B) and CLIP vision (Wan2.1 I2V/FLF2V),
-    and the wanpy family (``wanpy.families.FAMILIES``) it stands for."""
+    and the wanpy family (``wanpy.catalogue.FAMILIES``) it stands for."""
 
     dit: str
     vae: str
@@ -58,14 +59,12 @@ class SetLayout:
     clip_vision: bool = False
 
 
+_VARIANT_NAMES = {family: alias for alias, family in PRESET_ALIASES.items()}
+# One set per published family (named like the pre-flight presets), from the catalogue.
 VARIANTS: dict[str, SetLayout] = {
-    "wan2.1-t2v-1.3b": SetLayout("wan2.1-t2v-1.3b", "2.1", "wan2.1-t2v-1.3b"),
-    "wan2.2-ti2v-5b": SetLayout("wan2.2-ti2v-5b", "2.2", "wan2.2-ti2v-5b"),
-    "wan2.x-t2v-14b": SetLayout("wan2.x-t2v-14b", "2.1", "wan2.1-t2v-14b"),
-    "wan2.2-t2v-a14b": SetLayout("wan2.x-t2v-14b", "2.1", "wan2.2-t2v-a14b", two_experts=True),
-    "wan2.2-i2v-a14b": SetLayout("wan2.2-i2v-14b", "2.1", "wan2.2-i2v-a14b", two_experts=True),
-    "wan2.1-i2v-14b": SetLayout("wan2.1-i2v-14b", "2.1", "wan2.1-i2v-14b", clip_vision=True),
-    "wan2.1-flf2v-14b": SetLayout("wan2.1-flf2v-14b", "2.1", "wan2.1-flf2v-14b", clip_vision=True),
+    _VARIANT_NAMES.get(f.name, f.name): SetLayout(f.dit.key, f.vae.version, f.name, two_experts=f.two_experts,
+                                                  clip_vision=f.needs_clip_vision)
+    for f in FAMILIES.values()
 }
 
 # llama.cpp's general.file_type for a file "mostly" of each type
@@ -89,7 +88,7 @@ class ModelSet:
 
     @property
     def family(self) -> str:
-        """The wanpy family (``wanpy.families.FAMILIES``) this set stands for."""
+        """The wanpy family (``wanpy.catalogue.FAMILIES``) this set stands for."""
         return VARIANTS[self.variant].family
 
     @property
@@ -270,7 +269,7 @@ def make_lora(path: str | os.PathLike[str], diffusion_model: str | os.PathLike[s
     ``init="zeros"`` writes lora_up as zeros: a LoRA that changes nothing. ``strength`` scales
     lora_up: at 1.0 the update's values are about those of the weight it modifies.
     """
-    from wanpy.model_files import read_header
+    from wanpy.headers import read_header
 
     if naming not in ("diffusers", "kohya"):
         raise ValueError(f"naming must be 'diffusers' or 'kohya', got {naming!r}")

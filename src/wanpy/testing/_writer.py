@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from wanpy.model_files import GGML_TYPES
-from wanpy.testing.wan_layouts import TensorSpec
+from wanpy.headers import GGML_TYPES
+from wanpy.layouts import TensorSpec
 
 _TYPE_IDS = {name: type_id for type_id, (name, _, _) in GGML_TYPES.items()}
 GGUF_ALIGNMENT = 32

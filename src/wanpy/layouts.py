@@ -1,5 +1,7 @@
 """The tensor tables of the real Wan model files, derived from sd.cpp's model code.
 
+The pre-flight presets size them without any file; the model kit (``wanpy.testing``) writes them.
+
 Every function returns ``TensorSpec``s in file order: the original (PyTorch state-dict)
 names and row-major shapes that the published files use and that stable-diffusion.cpp
 loads (``src/wan.hpp``, ``src/t5.hpp``, ``src/clip.hpp``), with the ggml type each
@@ -23,8 +25,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from wanpy.catalogue import CLIP_VISION, DITS, TEXT_ENCODER, DitShape
+
 __all__ = [
-    "TensorSpec", "DitConfig", "DIT_CONFIGS", "QUANTIZED", "GGML_NAMES",
+    "TensorSpec", "DitShape", "DIT_CONFIGS", "QUANTIZED", "GGML_NAMES",
     "dit_layout", "vae_layout", "umt5_xxl_layout", "clip_vision_h_layout",
 ]
 
@@ -64,30 +68,8 @@ def _lecun(fan_in: int) -> float:
 _BIAS_SCALE = 0.01
 
 
-@dataclass(frozen=True)
-class DitConfig:
-    """A Wan DiT's shape. The published ones are in ``DIT_CONFIGS``."""
-
-    num_layers: int
-    dim: int
-    ffn_dim: int
-    in_dim: int
-    out_dim: int
-    image_embedding: bool = False  # Wan2.1 I2V / FLF2V: img_emb + k_img/v_img in cross-attention
-    flf_pos_embed: bool = False  # Wan2.1 FLF2V: img_emb.emb_pos
-    text_dim: int = 4096
-    freq_dim: int = 256
-    patch_size: tuple[int, int, int] = (1, 2, 2)
-
-
-DIT_CONFIGS: dict[str, DitConfig] = {
-    "wan2.1-t2v-1.3b": DitConfig(30, 1536, 8960, 16, 16),
-    "wan2.2-ti2v-5b": DitConfig(30, 3072, 14336, 48, 48),
-    "wan2.x-t2v-14b": DitConfig(40, 5120, 13824, 16, 16),
-    "wan2.2-i2v-14b": DitConfig(40, 5120, 13824, 36, 16),  # each Wan2.2 I2V-A14B expert
-    "wan2.1-i2v-14b": DitConfig(40, 5120, 13824, 36, 16, image_embedding=True),
-    "wan2.1-flf2v-14b": DitConfig(40, 5120, 13824, 36, 16, image_embedding=True, flf_pos_embed=True),
-}
+# The DiT shapes the model kit and the pre-flight presets write, by catalogue key.
+DIT_CONFIGS: dict[str, DitShape] = {d.key: d for d in DITS.values() if not d.vace}
 
 
 class _Builder:
@@ -120,7 +102,7 @@ class _Builder:
             self.add(f"{name}.bias", shape or (dim,), "F32", "zeros")
 
 
-def dit_layout(config: DitConfig, dtype: str) -> list[TensorSpec]:
+def dit_layout(config: DitShape, dtype: str) -> list[TensorSpec]:
     """The tensors of a Wan DiT, in the order of the original state dict."""
     c = config
     b = _Builder(dtype)
@@ -269,7 +251,8 @@ def vae_layout(version: str = "2.1") -> list[TensorSpec]:
 
 def umt5_xxl_layout(dtype: str) -> list[TensorSpec]:
     """umt5-xxl's encoder as llama.cpp names it: 24 blocks, d_model 4096, d_ff 10240, 64 heads."""
-    layers, dim, ffn, heads, vocab = 24, 4096, 10240, 64, 256384
+    t = TEXT_ENCODER
+    layers, dim, ffn, heads, vocab = t.num_layers, t.dim, t.ffn_dim, t.num_heads, t.vocab_size
     b = _Builder(dtype)
     emb_type = GGML_NAMES[dtype] if dtype in _GET_ROWS_TYPES or dtype == "f32" else "F16"
     b.add("token_embd.weight", (vocab, dim), emb_type, "uniform", math.sqrt(3.0))
@@ -293,7 +276,9 @@ def umt5_xxl_layout(dtype: str) -> list[TensorSpec]:
 
 def clip_vision_h_layout() -> list[TensorSpec]:
     """CLIP ViT-H/14's vision tower and projection, F16 weights (as ``clip_vision_h.safetensors``)."""
-    hidden, ffn, layers, patch, positions, proj = 1280, 5120, 32, 14, 257, 1024
+    c = CLIP_VISION
+    hidden, ffn, layers, patch, positions, proj = c.hidden, c.ffn_dim, c.num_layers, c.patch_size, c.tokens, \
+        c.projection_dim
     b = _Builder("f16")
     b.add("vision_model.embeddings.class_embedding", (hidden,), "F32", "uniform", _lecun(hidden))
     b.conv("vision_model.embeddings.patch_embedding", 3, hidden, (patch, patch), bias=False)

@@ -1,19 +1,27 @@
-// sd.cpp's attention (ggml_ext_attention_ext, the function every Wan block calls) run on
-// one backend over given Q/K/V, so tests can compare its paths numerically: flash
+// wanpy_testhooks: a test-only extension module, never part of the product (wanpy._core).
+// bench/CMakeLists.txt builds it from the same patched sd.cpp and ggml, with the same
+// backend options, beside sd-cli (bench/build_sdcpp_tools.sh); tests/test_flash_attention.py
+// loads it from there.
+//
+// attention(): sd.cpp's attention (ggml_ext_attention_ext, the function every Wan block calls)
+// run on one backend over given Q/K/V, so tests can compare its paths numerically: flash
 // attention with unpadded K/V (wanpy patch 0001), upstream's padded K/V
 // (WANPY_FLASH_ATTN_PAD_KV=1) and plain softmax attention, on CPU and on Vulkan.
-#include "wanpy_core.h"
-
 #include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstring>
 #include <memory>
+#include <stdexcept>
 #include <string>
+#include <tuple>
 
 #include "ggml-alloc.h"
 #include "ggml_extend.hpp"
 
-namespace wanpy {
+namespace py = pybind11;
+
 namespace {
 
 using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
@@ -30,8 +38,8 @@ struct GallocrFree {
 
 // q: [N, L_q, C], k and v: [N, L_k, C] (row-major, as sd.cpp lays out its activations).
 // Returns [N, L_q, C] and the name of the op that computed the scores.
-py::tuple attention(F32Array q, F32Array k, F32Array v, int64_t n_head, bool flash_attn,
-                    const std::string& device) {
+std::tuple<F32Array, std::string> attention(F32Array q, F32Array k, F32Array v, int64_t n_head, bool flash_attn,
+                                            const std::string& device) {
     if (q.ndim() != 3 || k.ndim() != 3 || v.ndim() != 3) {
         throw std::invalid_argument("q, k and v must be 3-D: [N, L, C]");
     }
@@ -80,7 +88,7 @@ py::tuple attention(F32Array q, F32Array k, F32Array v, int64_t n_head, bool fla
     std::unique_ptr<ggml_gallocr, GallocrFree> galloc(
         ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend.get())));
     if (!ggml_gallocr_alloc_graph(galloc.get(), gf)) {
-        throw NativeError("could not allocate the attention graph on " + device);
+        throw std::runtime_error("could not allocate the attention graph on " + device);
     }
     ggml_backend_tensor_set(tq, q.data(), 0, ggml_nbytes(tq));
     ggml_backend_tensor_set(tk, k.data(), 0, ggml_nbytes(tk));
@@ -90,19 +98,20 @@ py::tuple attention(F32Array q, F32Array k, F32Array v, int64_t n_head, bool fla
         ggml_backend_tensor_set(one, &one_value, 0, sizeof(one_value));
     }
     if (ggml_backend_graph_compute(backend.get(), gf) != GGML_STATUS_SUCCESS) {
-        throw NativeError("attention graph failed on " + device);
+        throw std::runtime_error("attention graph failed on " + device);
     }
     F32Array result({N, L_q, C});
     ggml_backend_tensor_get(out, result.mutable_data(), 0, ggml_nbytes(out));
-    return py::make_tuple(result, scores_op);
+    return {result, scores_op};
 }
 
 }  // namespace
 
-void register_attention(py::module_& m) {
+PYBIND11_MODULE(wanpy_testhooks, m) {
+    m.doc() = "wanpy test hooks (tests only, not shipped): sd.cpp internals on one ggml backend";
+    m.attr("BACKEND")      = WANPY_BACKEND;
+    m.attr("SDCPP_SOURCE") = WANPY_SDCPP_SOURCE;
     m.def("attention", &attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_head"),
           py::arg("flash_attn"), py::arg("device") = "CPU",
           "sd.cpp's ggml_ext_attention_ext on one backend: (output [N, L_q, C], scores op).");
 }
-
-}  // namespace wanpy

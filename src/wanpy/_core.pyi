@@ -1,0 +1,103 @@
+# Generated from the compiled wanpy._core by scripts/check_stubs.py --write: do not edit.
+"""
+wanpy's native core: stable-diffusion.cpp and ggml, statically linked
+"""
+from __future__ import annotations
+import collections.abc
+import numpy
+import numpy.typing
+import typing
+__all__: list[str] = ['BACKEND', 'Cancelled', 'Context', 'MeasureSession', 'NativeError', 'PROMPT_STACK_PER_BYTE', 'SDCPP_SOURCE', 'backend_devices', 'convert_tensor_names', 'env_vars_read', 'num_physical_cores', 'sample_methods', 'schedulers', 'sdcpp_system_info', 'sdcpp_version', 'set_log_sink', 'thread_stack_left', 'vulkan_device_limits']
+class NativeError(RuntimeError):
+    pass
+class Cancelled(RuntimeError):
+    pass
+class Context:
+    """
+    Loaded model files (sd.cpp's sd_ctx_t).
+    """
+    def __init__(self, *, diffusion_model: str | None = None, high_noise_diffusion_model: str | None = None, vae: str | None = None, t5xxl: str | None = None, clip_vision: str | None = None, n_threads: typing.SupportsInt | typing.SupportsIndex, vae_decode_only: bool = False, flash_attention: bool = False, offload_params_to_cpu: bool = False, keep_vae_on_cpu: bool = False, keep_clip_on_cpu: bool = False, enable_mmap: bool = False, free_params_immediately: bool = False, progress: collections.abc.Callable[[int, int, float], typing.Any] | None = None) -> None:
+        """
+        Load the models (the GIL released meanwhile). free_params_immediately: sd.cpp frees each model's weights as soon as the generation is done with it (the text encoder after encoding, the DiT after sampling, the VAE after decoding), like sd-cli; the context can then generate once.
+        """
+    def close(self) -> None:
+        """
+        Free the loaded weights (after a generation running in another thread). Idempotent.
+        """
+    def generate(self, *, prompt: str, negative_prompt: str, width: typing.SupportsInt | typing.SupportsIndex, height: typing.SupportsInt | typing.SupportsIndex, num_frames: typing.SupportsInt | typing.SupportsIndex, steps: typing.SupportsInt | typing.SupportsIndex, cfg_scale: typing.SupportsFloat | typing.SupportsIndex, flow_shift: typing.SupportsFloat | typing.SupportsIndex, sample_method: str, scheduler: str, seed: typing.SupportsInt | typing.SupportsIndex, strength: typing.SupportsFloat | typing.SupportsIndex, init_image: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8] | None = None, end_image: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8] | None = None, high_noise_steps: typing.SupportsInt | typing.SupportsIndex, high_noise_cfg_scale: typing.SupportsFloat | typing.SupportsIndex, high_noise_sample_method: str, high_noise_scheduler: str, moe_boundary: typing.SupportsFloat | typing.SupportsIndex, loras: collections.abc.Sequence[tuple[str, typing.SupportsFloat | typing.SupportsIndex, bool]], vae_tiling: bool, tile_size_x: typing.SupportsInt | typing.SupportsIndex, tile_size_y: typing.SupportsInt | typing.SupportsIndex, tile_overlap: typing.SupportsFloat | typing.SupportsIndex, progress: collections.abc.Callable[[int, int, float], typing.Any] | None = None) -> numpy.typing.NDArray[numpy.uint8]:
+        """
+        Run sd.cpp's generate_video (the GIL released meanwhile); returns frames as uint8 (T, H, W, 3). loras: (path, multiplier, is_high_noise). Raises Cancelled when progress returned False or raised, NativeError when sd.cpp failed or the context is closed.
+        """
+class MeasureSession:
+    """
+    Weightless sd.cpp runners over model headers (or preset tensors), for the pre-flight. Every method runs without the GIL, one measurement at a time in the process; each measurement is a dict: total, largest, name, op, shape, type.
+    """
+    def __init__(self, files: collections.abc.Sequence[tuple[str, str]], tensors: collections.abc.Sequence[tuple[str, typing.SupportsInt | typing.SupportsIndex, collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]]]) -> None:
+        """
+        Read the files' headers (path, loader prefix) with sd.cpp.
+        """
+    def clip_vision_graph(self, flash_attention: bool, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex) -> dict[str, typing.Any]:
+        ...
+    def dit_desc(self, high_noise: bool) -> str:
+        """
+        sd.cpp's description of the DiT it would build (its model name).
+        """
+    def dit_graph(self, high_noise: bool, x: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], context: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], clip_fea: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], c_concat: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], timesteps: typing.SupportsInt | typing.SupportsIndex, flash_attention: bool, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex) -> dict[str, typing.Any]:
+        ...
+    def has(self, prefix: str) -> bool:
+        """
+        Whether any tensor name starts with prefix.
+        """
+    def t5_graph(self, tokens: typing.SupportsInt | typing.SupportsIndex, flash_attention: bool, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex) -> dict[str, typing.Any]:
+        ...
+    def vae_graph(self, decode: bool, input: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], flash_attention: bool, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex) -> dict[str, typing.Any]:
+        ...
+    def weights(self, component: str, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex) -> dict[str, typing.Any]:
+        ...
+def backend_devices() -> list[dict[str, typing.Any]]:
+    """
+    Every ggml backend device compiled in, in ggml's order, with memory figures.
+    """
+def convert_tensor_names(names: collections.abc.Sequence[str], prefix: str) -> list[str]:
+    """
+    The names sd.cpp gives these tensors of a Wan file loaded with `prefix` ("lora." for a LoRA, "lora.model.high_noise_" for a high-noise LoRA, "model.diffusion_model." for the DiT).
+    """
+def env_vars_read() -> list[str]:
+    """
+    Environment variables read (getenv) by the sources compiled into this module.
+    """
+def num_physical_cores() -> int:
+    """
+    sd.cpp's default thread count.
+    """
+def sample_methods() -> list[str]:
+    """
+    sd.cpp's sample method names, in its enum order.
+    """
+def schedulers() -> list[str]:
+    """
+    sd.cpp's scheduler names, in its enum order.
+    """
+def sdcpp_system_info() -> str:
+    """
+    sd.cpp's own feature line (SIMD flags and the like).
+    """
+def sdcpp_version() -> str:
+    """
+    The stable-diffusion.cpp version string compiled in.
+    """
+def set_log_sink(sink: collections.abc.Callable[[str, str, str], None] | None) -> None:
+    """
+    Route sd.cpp and ggml log lines to sink(source, level, text); None stops routing (do so at exit: native destructors may log while the interpreter shuts down).
+    """
+def thread_stack_left() -> int:
+    """
+    Bytes of stack left on the calling thread (-1 where the platform does not say).
+    """
+def vulkan_device_limits() -> list[dict[str, typing.Any]]:
+    """
+    Driver limits of the Vulkan devices ggml uses, in ggml's order (Vulkan0, Vulkan1, ...); empty in builds without Vulkan.
+    """
+BACKEND: str
+PROMPT_STACK_PER_BYTE: int
+SDCPP_SOURCE: str

@@ -1,0 +1,238 @@
+"""One configuration measured: every allocation and every phase's device memory.
+
+``measure`` asks the session's runners (sd.cpp's own classes) to build each phase's graph
+for the request's shape and sizes it with ggml's allocator in measure-only mode; weights
+are sized by ggml's weight allocator. ``evaluate`` adds the verdict against the target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from wanpy import system
+from wanpy.catalogue import CLIP_VISION, COMPONENTS, DITS, TEXT_ENCODER, DitShape
+from wanpy.errors import ModelFileError
+from wanpy.memory.report import Allocation, PhaseTotal
+from wanpy.memory.target import Target
+from wanpy.units import format_bytes
+
+__all__ = ["Config", "Evaluation", "Measurement", "evaluate", "host_video_bytes", "measure"]
+
+_TILE_ENCODE_FACTOR = 1.30539  # sd.cpp's VAE::get_tile_sizes for encoding
+
+
+@dataclass(frozen=True)
+class Config:
+    """The request and the memory settings one measurement is for."""
+
+    width: int
+    height: int
+    num_frames: int
+    flash_attention: bool
+    vae_tiling: bool
+    offload_to_cpu: bool
+    keep_vae_on_cpu: bool
+    init_image: bool
+    end_image: bool
+    tile_size: tuple[int, int] | None
+    tile_overlap: float
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Every allocation and phase total, the DiT's sd.cpp name, and a host-memory problem
+    (then the graphs were not measured)."""
+
+    allocations: tuple[Allocation, ...]
+    phases: tuple[PhaseTotal, ...]
+    desc: str
+    host_problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A measurement judged against the target: ``fits``, the ``largest`` device allocation,
+    the ``peak`` of device memory and the ``problems``."""
+
+    fits: bool
+    largest: Allocation
+    allocations: tuple[Allocation, ...]
+    phases: tuple[PhaseTotal, ...]
+    peak: int
+    problems: tuple[str, ...]
+    desc: str
+
+
+@dataclass(frozen=True)
+class _Graph:
+    """One measured graph: when it runs, whose it is, and what ggml sized."""
+
+    phase: str
+    component: str
+    measured: dict[str, Any]
+
+
+def host_video_bytes(width: int, height: int, num_frames: int) -> int:
+    """Host memory a generation's decoded video takes at its peak: sd.cpp's f32 tensor
+    (12 B a pixel) and its uint8 frames (3 B), whatever the device."""
+    return 15 * width * height * num_frames
+
+
+def _tile(latent: int, requested: int, factor: float = 1.0) -> int:
+    """sd.cpp's VAE::get_tile_sizes for one axis (rel size 0)."""
+    size = requested if requested >= 4 else 32
+    size = int(size * factor)
+    return max(min(size, latent), 4)
+
+
+def _largest_first(a: Allocation) -> tuple[int, bool]:
+    """Biggest first; at equal size the tensor before the buffer chunk it fills."""
+    return (-a.nbytes, a.kind not in ("tensor", "weight tensor"))
+
+
+def _buffer(total: int, largest: int, chunk: int) -> int:
+    """The largest single buffer ggml makes for a buffer of ``total`` bytes."""
+    if total <= chunk:
+        return total
+    return max(min(chunk, total), largest)
+
+
+def _shape(ne: Any) -> str:
+    return "[" + ", ".join(str(int(d)) for d in ne) + "]"
+
+
+def _components(s: Any, dit: DitShape) -> list[str]:
+    """The components whose weights are loaded, in the order sd.cpp loads them."""
+    out = ["diffusion_model"]
+    if s.has(COMPONENTS["high_noise_diffusion_model"].graph_prefix):
+        out.append("high_noise_diffusion_model")
+    out.append("vae")
+    if s.has(COMPONENTS["text_encoder"].graph_prefix):
+        out.append("text_encoder")
+    if dit.clip_images:
+        if not s.has(COMPONENTS["clip_vision"].graph_prefix):
+            raise ModelFileError(f"{dit.sdcpp_name} needs a CLIP vision model (clip_vision=...)")
+        out.append("clip_vision")
+    return out
+
+
+def _weights(s: Any, components: list[str], t: Target) -> list[Allocation]:
+    """Each component's weights buffer and its largest weight tensor."""
+    allocs: list[Allocation] = []
+    for comp in components:
+        m = s.weights(comp, t.alignment, t.chunk)
+        allocs.append(Allocation(f"{comp} weights", "load", _buffer(m["total"], m["largest"], t.chunk), comp,
+                                 "weights buffer", buffer_total=int(m["total"])))
+        allocs.append(Allocation(f"{comp} largest weight tensor ({m['type']} {_shape(m['shape'])})", "load",
+                                 int(m["largest"]), comp, "weight tensor", tuple(m["shape"]), m["type"],
+                                 int(m["total"])))
+    return allocs
+
+
+def measure(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Measurement:
+    """Every allocation and phase total of ``cfg`` on ``t`` (``weights_only``: the load phase)."""
+    desc = s.dit_desc(False)
+    dit = DITS[desc]
+    allocs = _weights(s, _components(s, dit), t)
+    weights = {a.component: a.buffer_total for a in allocs if a.kind == "weights buffer"}
+    on_host = {"vae"} if cfg.keep_vae_on_cpu and not t.is_cpu else set()
+    allocs = [dataclasses.replace(a, on_device=False) if a.component in on_host else a for a in allocs]
+    resident = 0 if cfg.offload_to_cpu else sum(v for k, v in weights.items() if k not in on_host)
+    host_weights = sum(weights.values()) - resident
+    load = PhaseTotal("load", resident, host_weights)
+    video = host_video_bytes(cfg.width, cfg.height, cfg.num_frames)
+    if not weights_only and video > system.host_memory():
+        # sd.cpp cannot hold the decoded video on this machine; measuring the graphs would itself
+        # allocate (zero-filled) latents of the request's size, tens of GB at the largest sizes
+        allocs.append(Allocation("decoded video, f32 and uint8 (host memory)", "VAE decode", video, "vae",
+                                 "host buffer", on_device=False))
+        problem = (f"the decoded video needs {format_bytes(video)} of host memory (sd.cpp holds it as f32, then "
+                   f"as uint8); this machine has {format_bytes(system.host_memory())}")
+        return Measurement(tuple(allocs), (load,), desc, problem)
+
+    phases = [load]
+    for g in _graphs(s, cfg, t, dit, weights_only):
+        total, largest = int(g.measured["total"]), int(g.measured["largest"])
+        dev = g.component not in on_host
+        m = g.measured
+        allocs.append(Allocation(f"{g.component} compute buffer", g.phase, _buffer(total, largest, t.chunk),
+                                 g.component, "compute buffer", buffer_total=total, on_device=dev))
+        allocs.append(Allocation(f"{g.component} {m['op'].lower()} {m['type']} {_shape(m['shape'])}", g.phase,
+                                 largest, g.component, "tensor", tuple(m["shape"]), m["type"], total, dev))
+        if g.component in on_host:
+            phases.append(PhaseTotal(g.phase, resident, host_weights + total))
+        else:
+            extra = weights[g.component] if cfg.offload_to_cpu else 0
+            phases.append(PhaseTotal(g.phase, resident + extra + total, host_weights))
+    return Measurement(tuple(allocs), tuple(phases), desc)
+
+
+def _graphs(s: Any, cfg: Config, t: Target, dit: DitShape, weights_only: bool) -> list[_Graph]:
+    """Each phase's graph, measured, in the order sd.cpp runs them."""
+    fa, al, ch = cfg.flash_attention, t.alignment, t.chunk
+    has_te = s.has(COMPONENTS["text_encoder"].graph_prefix)
+    graphs: list[_Graph] = []
+    if has_te and not weights_only:
+        graphs.append(_Graph("text encoding", "text_encoder", s.t5_graph(TEXT_ENCODER.tokens, fa, al, ch)))
+    if dit.clip_images and (cfg.init_image or cfg.end_image):
+        graphs.append(_Graph("clip vision", "clip_vision", s.clip_vision_graph(fa, al, ch)))
+    if weights_only:
+        return graphs
+    scale = dit.vae.spatial_scale
+    if dit.encodes_whole_clip:
+        # sd.cpp encodes the whole conditioning video (start/end frames, grey elsewhere)
+        graphs.append(_Graph("VAE encode", "vae", _vae(s, False, cfg, t, cfg.width, cfg.height, cfg.num_frames,
+                                                       dit)))
+    elif dit.image_as_first_latent and cfg.init_image:
+        # the image is encoded alone, as the first latent frame
+        graphs.append(_Graph("VAE encode", "vae", _vae(s, False, cfg, t, cfg.width, cfg.height, 1, dit)))
+    w, h, t_lat = cfg.width // scale, cfg.height // scale, (cfg.num_frames - 1) // 4 + 1
+    context = [dit.text_dim, TEXT_ENCODER.tokens if has_te else TEXT_ENCODER.empty_context_tokens]
+    clip_fea = [CLIP_VISION.dim, CLIP_VISION.tokens * dit.clip_images] if dit.clip_images else []
+    c_concat = [w, h, t_lat, dit.in_dim - dit.out_dim] if dit.encodes_whole_clip else []
+    x = [w, h, t_lat, dit.vae.z_dim]
+    steps_in = t_lat if dit.image_as_first_latent else 1
+    if s.has(COMPONENTS["high_noise_diffusion_model"].graph_prefix):
+        graphs.append(_Graph("high-noise sampling", "high_noise_diffusion_model",
+                             s.dit_graph(True, x, context, clip_fea, c_concat, steps_in, fa, al, ch)))
+    graphs.append(_Graph("sampling", "diffusion_model",
+                         s.dit_graph(False, x, context, clip_fea, c_concat, steps_in, fa, al, ch)))
+    graphs.append(_Graph("VAE decode", "vae", _vae(s, True, cfg, t, w, h, t_lat, dit)))
+    return graphs
+
+
+def _vae(s: Any, decode: bool, cfg: Config, t: Target, w: int, h: int, frames: int,
+         dit: DitShape) -> dict[str, Any]:
+    """The VAE's graph: decoding latents of ``w`` x ``h`` x ``frames``, or encoding pixels."""
+    fa, al, ch = cfg.flash_attention, t.alignment, t.chunk
+    tx, ty = cfg.tile_size or (0, 0)
+    if decode:
+        if cfg.vae_tiling:
+            w, h = _tile(w, tx), _tile(h, ty)
+        result: dict[str, Any] = s.vae_graph(True, [w, h, frames, dit.vae.z_dim], fa, al, ch)
+        return result
+    if cfg.vae_tiling:
+        scale = dit.vae.spatial_scale
+        w = _tile(w // scale, tx, _TILE_ENCODE_FACTOR) * scale
+        h = _tile(h // scale, ty, _TILE_ENCODE_FACTOR) * scale
+    result = s.vae_graph(False, [w, h, frames, 3], fa, al, ch)
+    return result
+
+
+def evaluate(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Evaluation:
+    """``measure`` judged against the target's ceiling and memory."""
+    m = measure(s, cfg, t, weights_only)
+    largest = min([a for a in m.allocations if a.on_device] or m.allocations, key=_largest_first)
+    peak = max(p.device for p in m.phases)
+    problems = [m.host_problem] if m.host_problem else []
+    if t.max_allocation is not None and largest.nbytes > t.max_allocation:
+        a = largest
+        problems.append(f"{a.name} ({a.phase}) needs {format_bytes(a.nbytes)} ({a.nbytes:,} B) in one allocation; "
+                        f"the device allows {format_bytes(t.max_allocation)} ({t.max_allocation:,} B)")
+    if t.total_memory is not None and peak > t.total_memory:
+        worst = max(m.phases, key=lambda p: p.device)
+        problems.append(f"{worst.phase} needs {format_bytes(worst.device)} of device memory; the device has "
+                        f"{format_bytes(t.total_memory)}")
+    return Evaluation(not problems, largest, m.allocations, m.phases, peak, tuple(problems), m.desc)
