@@ -34,7 +34,7 @@ link="-fsanitize=address,undefined"
 
 if [[ ! -x $venv/bin/python ]]; then python3 -m venv "$venv"; fi
 "$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12"
+"$venv/bin/python" -m pip install -q "scikit-build-core>=0.11" "pybind11>=2.12"
 
 # scikit-build-core reads CMAKE_ARGS (shell-quoted); the build type goes through -C, as it ignores
 # CMAKE_BUILD_TYPE there. RelWithDebInfo keeps the optimiser (ggml is unusably slow at -O0) and

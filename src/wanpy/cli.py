@@ -13,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 EXIT_USAGE = 2
 EXIT_DOES_NOT_FIT = 3  # an AllocationTooLargeError
@@ -68,8 +69,8 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
     return 0 if report.fits else EXIT_DOES_NOT_FIT
 
 
-def _generation_kwargs(args: argparse.Namespace) -> dict:
-    kwargs: dict = {}
+def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
     if args.size is not None:
         kwargs["width"], kwargs["height"] = args.size
     for name in ("fps", "steps", "cfg_scale", "flow_shift", "seed", "sample_method", "scheduler",

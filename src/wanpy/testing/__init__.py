@@ -121,7 +121,7 @@ def _check_args(variant: Any, dtype: Any, seed: Any, text_encoder: Any, vae_form
         raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(GGML_NAMES)}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {type(seed).__name__} {seed!r}")
-    if not 0 <= seed < 2**64:
+    if not 0 <= int(seed) < 2**64:
         raise ValueError(f"seed must be in [0, 2**64), got {seed}")
     for name, flag in (("text_encoder", text_encoder), ("sparse", sparse)):
         if not isinstance(flag, bool):

@@ -96,12 +96,12 @@ def tensor_chunks(spec: TensorSpec, seed: int, seed_key: str) -> Iterator[memory
             value = 1.0 if spec.init == "ones" else 0.0
             for start in range(0, n, _CHUNK_ELEMENTS):
                 k = min(_CHUNK_ELEMENTS, n - start)
-                yield memoryview(_encode_floats(np.full(k, value, np.float32), spec.ggml_type)).cast("B")
+                yield _encode_floats(np.full(k, value, np.float32), spec.ggml_type).data.cast("B")
             return
         bg = _bit_generator(seed, seed_key, spec.name)
         for start in range(0, n, _CHUNK_ELEMENTS):
             k = min(_CHUNK_ELEMENTS, n - start)
-            yield memoryview(_encode_floats(_float_chunk(bg, k, spec.scale), spec.ggml_type)).cast("B")
+            yield _encode_floats(_float_chunk(bg, k, spec.scale), spec.ggml_type).data.cast("B")
         return
     if spec.init != "uniform":
         raise ValueError(f"{spec.name}: {spec.init} values are only written as F32/F16/BF16")
@@ -119,7 +119,7 @@ def tensor_chunks(spec: TensorSpec, seed: int, seed_key: str) -> Iterator[memory
             data |= fix
         for off, values in template:
             data[:, off:off + len(values)] = values
-        yield memoryview(data).cast("B")
+        yield data.data.cast("B")
 
 
 # --- GGUF -----------------------------------------------------------------------------------

@@ -30,4 +30,5 @@ def scene_frame(t: int, height: int, width: int, n: int = 161) -> np.ndarray:
     img = img * (1 - disc) + disc * np.array([0.95, 0.25, 0.1], np.float32)
     box = soft(np.maximum(np.abs(x - (0.8 - 0.6 * ph)) - 0.05, np.abs(y - 0.2) * aspect - 0.06))
     img = img * (1 - box) + box * np.array([0.1, 0.3, 0.9], np.float32)
-    return np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+    frame: np.ndarray = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+    return frame
