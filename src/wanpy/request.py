@@ -21,8 +21,8 @@ import numpy as np
 from wanpy import _core
 from wanpy.catalogue import DEFAULT_SAMPLE_METHOD, DEFAULT_SCHEDULER, WanFamily, family as find_family
 from wanpy.validation import (
-    Align, check_bool, check_file, check_float, check_fps, check_int, check_num_frames, check_seed, check_size,
-    check_text, frames_for_duration, load_image,
+    MAX_TILE_OVERLAP, Align, check_bool, check_file, check_float, check_fps, check_int, check_num_frames, check_seed,
+    check_size, check_text, check_tiles, frames_for_duration, load_image,
 )
 
 if TYPE_CHECKING:
@@ -34,10 +34,6 @@ __all__ = ["FIT_MODES", "GenerationRequest", "HighNoise", "Lora", "RequestOption
 FitMode = Literal["strict", "auto"]
 FIT_MODES: tuple[FitMode, ...] = ("strict", "auto")
 MAX_FPS = 240
-# sd.cpp's VAE tiler takes tiles of at least 4 latent pixels; smaller ones silently become 32
-MIN_TILE = 4
-# sd.cpp clamps the tiles' overlap to 0.5
-MAX_TILE_OVERLAP = 0.5
 
 
 @dataclass(frozen=True)
@@ -206,13 +202,14 @@ def build_request(family: str | WanFamily, prompt: str, *,
     _check_schedule("scheduler", scheduler, steps)
     _check_strength(o("strength", 1.0))
     init, source, end = _images(fam, shape[0], shape[1], o("init_image"), o("end_image"), o("continue_from"))
-    vae_tiling = check_bool("vae_tiling", o("vae_tiling", False))
-    tile_size = _tile_size(o("tile_size"), vae_tiling, fam, shape[0], shape[1])
-    overlap = check_float("tile_overlap", o("tile_overlap", MAX_TILE_OVERLAP), minimum=0, maximum=MAX_TILE_OVERLAP)
     preflight = check_bool("preflight", o("preflight", True))
     fit = o("fit", "strict")
     if fit not in FIT_MODES:
         raise ValueError(f"fit must be one of {', '.join(map(repr, FIT_MODES))}, got {fit!r}")
+    vae_tiling = check_bool("vae_tiling", o("vae_tiling", False))
+    tile_size, overlap = check_tiles(o("tile_size"), o("tile_overlap", MAX_TILE_OVERLAP), vae_tiling=vae_tiling,
+                                     width=shape[0], height=shape[1], spatial_scale=fam.vae.spatial_scale,
+                                     tiling_may_follow=fit == "auto")
     if fit == "auto" and not preflight:
         raise ValueError("fit='auto' chooses settings from the pre-flight: it cannot run with preflight=False")
     return GenerationRequest(
@@ -313,24 +310,6 @@ def _images(fam: WanFamily, w: int, h: int, init_image: Any, end_image: Any,
             raise ValueError(f"{label} is {img.shape[1]}x{img.shape[0]} but the video is {w}x{h}: "
                              "resize it first (wanpy does not resize silently)")
     return init, source, end
-
-
-def _tile_size(tile_size: Any, vae_tiling: bool, fam: WanFamily, w: int, h: int) -> tuple[int, int] | None:
-    if tile_size is None:
-        return None
-    if not vae_tiling:
-        raise ValueError(f"tile_size={tile_size!r} needs vae_tiling=True (without tiling sd.cpp would ignore it)")
-    if isinstance(tile_size, (str, bytes)) or not isinstance(tile_size, Sequence) or len(tile_size) != 2:
-        raise ValueError(f"tile_size must be (x, y) in latent pixels, got {tile_size!r}")
-    scale = fam.vae.spatial_scale
-    out = []
-    for axis, (label, pixels) in enumerate((("width", w), ("height", h))):
-        latent = pixels // scale
-        out.append(check_int(f"tile_size[{axis}]", tile_size[axis], minimum=MIN_TILE, maximum=max(MIN_TILE, latent)))
-        if latent < MIN_TILE:
-            raise ValueError(f"tile_size: the latent {label} is {latent} ({label} {pixels} / {scale}), less than "
-                             f"the smallest tile sd.cpp makes ({MIN_TILE}): use vae_tiling=False")
-    return out[0], out[1]
 
 
 def check_loras(loras: Any, fam: WanFamily, model_files: Mapping[str, str | None] | None) -> tuple[Lora, ...]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any, Literal
 
@@ -179,6 +180,34 @@ def check_size(width: Any, height: Any, multiple: int, family: str) -> tuple[int
         raise ValueError(f"width and height must be multiples of {multiple} for {family}: "
                          + ", ".join(parts))
     return w, h
+
+
+# sd.cpp's VAE tiler takes tiles of at least 4 latent pixels (smaller ones silently become 32) and
+# at most the latent's size (larger ones are cut to it); it clamps the tiles' overlap to 0.5
+MIN_TILE = 4
+MAX_TILE_OVERLAP = 0.5
+
+
+def check_tiles(tile_size: Any, tile_overlap: Any, *, vae_tiling: bool, width: int, height: int,
+                spatial_scale: int, tiling_may_follow: bool = False) -> tuple[tuple[int, int] | None, float]:
+    """(tile_size, tile_overlap) as sd.cpp will use them, or a ValueError: a tile size needs
+    ``vae_tiling`` (sd.cpp ignores it otherwise) unless ``tiling_may_follow`` (fit="auto" may
+    turn tiling on)."""
+    overlap = check_float("tile_overlap", tile_overlap, minimum=0, maximum=MAX_TILE_OVERLAP)
+    if tile_size is None:
+        return None, overlap
+    if not vae_tiling and not tiling_may_follow:
+        raise ValueError(f"tile_size={tile_size!r} needs vae_tiling=True (without tiling sd.cpp would ignore it)")
+    if isinstance(tile_size, (str, bytes)) or not isinstance(tile_size, Sequence) or len(tile_size) != 2:
+        raise ValueError(f"tile_size must be (x, y) in latent pixels, got {tile_size!r}")
+    out = []
+    for axis, (label, pixels) in enumerate((("width", width), ("height", height))):
+        latent = pixels // spatial_scale
+        if latent < MIN_TILE:
+            raise ValueError(f"tile_size: the latent {label} is {latent} ({label} {pixels} / {spatial_scale}), "
+                             f"less than the smallest tile sd.cpp makes ({MIN_TILE}): use vae_tiling=False")
+        out.append(check_int(f"tile_size[{axis}]", tile_size[axis], minimum=MIN_TILE, maximum=latent))
+    return (out[0], out[1]), overlap
 
 
 def check_seed(seed: Any) -> int | None:

@@ -20,7 +20,7 @@ from wanpy.memory.suggest import suggest as suggestions_for
 from wanpy.memory.target import Target, target
 from wanpy.system import Device
 from wanpy.units import format_bytes
-from wanpy.validation import check_num_frames, check_size
+from wanpy.validation import check_num_frames, check_size, check_tiles
 
 __all__ = ["Prepared", "build_report", "check_flags", "prepare", "preflight"]
 
@@ -97,7 +97,7 @@ def prepare(model: PathArg, *, width: int, height: int, num_frames: int, flash_a
             offload_to_cpu: bool, keep_vae_on_cpu: bool, device: Device | int | None,
             max_allocation: int | str | None, total_memory: int | str | None, clip_vision: PathArg | None,
             init_image: bool, end_image: bool, tile_size: tuple[int, int] | None,
-            tile_overlap: float) -> Prepared:
+            tile_overlap: float, tiling_may_follow: bool = False) -> Prepared:
     """The validated request, its measuring session and its target device."""
     check_flags(flash_attention=flash_attention, vae_tiling=vae_tiling, offload_to_cpu=offload_to_cpu,
                 keep_vae_on_cpu=keep_vae_on_cpu, init_image=init_image, end_image=end_image)
@@ -106,6 +106,8 @@ def prepare(model: PathArg, *, width: int, height: int, num_frames: int, flash_a
     dit = DITS[s.dit_desc(False)]
     num_frames = check_num_frames(num_frames, maximum=dit.longest_clip)
     width, height = check_size(width, height, dit.size_multiple, dit.sdcpp_name)
+    tile_size, tile_overlap = check_tiles(tile_size, tile_overlap, vae_tiling=vae_tiling, width=width, height=height,
+                                          spatial_scale=dit.vae.spatial_scale, tiling_may_follow=tiling_may_follow)
     cfg = Config(width, height, num_frames, flash_attention, vae_tiling, offload_to_cpu, keep_vae_on_cpu,
                  init_image, end_image, tile_size, tile_overlap)
     return Prepared(s, cfg, target(device, max_allocation, total_memory), src.label, dit.size_multiple)

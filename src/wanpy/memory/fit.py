@@ -67,7 +67,8 @@ def choose_fit(model: PathArg, *, width: int, height: int, num_frames: int,
         vae_tiling=vae_tiling, text_encoder=text_encoder, vae=vae, high_noise=high_noise_diffusion_model,
         offload_to_cpu=offload_to_cpu, keep_vae_on_cpu=keep_vae_on_cpu, device=device,
         max_allocation=max_allocation, total_memory=total_memory, clip_vision=clip_vision,
-        init_image=init_image, end_image=end_image, tile_size=tile_size, tile_overlap=tile_overlap)
+        init_image=init_image, end_image=end_image, tile_size=tile_size, tile_overlap=tile_overlap,
+        tiling_may_follow=True)
     search = choose(p.session, p.config, p.target)
     if search.chosen is None:
         raise refusal(build_report(p, p.config, started, suggest=True))

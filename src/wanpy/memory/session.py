@@ -19,6 +19,7 @@ from wanpy.errors import ModelFileError
 from wanpy.headers import file_version
 from wanpy.identify import identify_file
 from wanpy.memory.presets import DEFAULT_PRESET_DTYPE, PRESETS, PresetPart, parse_preset, preset_tensors
+from wanpy.validation import check_file
 
 __all__ = ["SourceFile", "Sources", "session", "sources"]
 
@@ -102,9 +103,8 @@ def _file(path: str, argument: str) -> SourceFile:
 
 def _checked_file(path: PathArg, component: str, expected: str) -> str:
     """``path`` as a str, once it is known to be a ``expected`` file sd.cpp can use."""
+    check_file(component, path)  # a readable regular file with a UTF-8 path, or a clear error
     p = os.fspath(path)
-    if not Path(p).is_file():
-        raise FileNotFoundError(f"{component}: no such file: {p}")
     kind = identify_file(p)
     if kind.kind != expected:
         raise ModelFileError(f"{component}: {p} is not a {expected.replace('_', ' ')} file ({kind})", path=p)
