@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,3 +25,19 @@ def run_python(code: str, *, env: dict[str, str] | None = None, timeout: float =
 @pytest.fixture
 def python_subprocess():
     return run_python
+
+
+@pytest.fixture
+def load_spy(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """``wanpy._core.Context`` (the only way sd.cpp loads weights) replaced by a spy that records
+    and refuses: a refusal that came after a load shows up as a call."""
+    from wanpy import _core
+
+    calls: list[dict[str, Any]] = []
+
+    def spy(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        raise AssertionError("a weight was about to be loaded")
+
+    monkeypatch.setattr(_core, "Context", spy)
+    return calls

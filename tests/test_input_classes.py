@@ -15,21 +15,8 @@ import numpy as np
 import pytest
 
 import wanpy
-from wanpy import _core
 from wanpy.cli import main
 from wanpy.testing import make_model_set
-
-
-@pytest.fixture
-def load_spy(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    calls: list[dict[str, Any]] = []
-
-    def spy(**kwargs: Any) -> Any:
-        calls.append(kwargs)
-        raise AssertionError("a weight was about to be loaded")
-
-    monkeypatch.setattr(_core, "Context", spy)
-    return calls
 
 
 @pytest.fixture(scope="module")

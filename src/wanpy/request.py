@@ -14,12 +14,14 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
 from wanpy import _core
-from wanpy.catalogue import DEFAULT_SAMPLE_METHOD, DEFAULT_SCHEDULER, WanFamily, family as find_family
+from wanpy.catalogue import DEFAULT_SAMPLE_METHOD, DEFAULT_SCHEDULER, WanFamily
+from wanpy.catalogue import family as find_family
+from wanpy.memory.fit import FIT_MODES, FitMode
 from wanpy.validation import (
     MAX_TILE_OVERLAP, Align, check_bool, check_file, check_float, check_fps, check_int, check_num_frames, check_seed,
     check_size, check_text, check_tiles, frames_for_duration, load_image,
@@ -28,11 +30,9 @@ from wanpy.validation import (
 if TYPE_CHECKING:
     from wanpy.video import Video
 
-__all__ = ["FIT_MODES", "GenerationRequest", "HighNoise", "Lora", "RequestOptions", "build_request",
+__all__ = ["GenerationRequest", "HighNoise", "Lora", "RequestOptions", "build_request",
            "check_loras", "check_options"]
 
-FitMode = Literal["strict", "auto"]
-FIT_MODES: tuple[FitMode, ...] = ("strict", "auto")
 MAX_FPS = 240
 
 

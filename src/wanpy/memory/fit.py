@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from wanpy.memory.check import build_report, prepare
 from wanpy.memory.report import Preflight, refusal
@@ -20,9 +20,10 @@ from wanpy.system import Device
 
 logger = logging.getLogger("wanpy")
 
-__all__ = ["FIT_MODES", "FIT_SETTINGS", "FitChoice", "choose_fit"]
+__all__ = ["FIT_MODES", "FIT_SETTINGS", "FitChoice", "FitMode", "choose_fit"]
 
-FIT_MODES = ("strict", "auto")
+FitMode = Literal["strict", "auto"]
+FIT_MODES: tuple[FitMode, ...] = ("strict", "auto")  # refuse what does not fit, or choose settings that do
 
 PathArg = str | os.PathLike[str]
 
