@@ -7,16 +7,22 @@ shows sd.cpp's log.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import re
 import sys
 import tempfile
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 EXIT_USAGE = 2
 EXIT_DOES_NOT_FIT = 3  # an AllocationTooLargeError
+
 
 def parse_bytes(text: str) -> int:
     """'4GiB', '4096MiB', '0xfffffffc', '4294967292' -> bytes."""
@@ -35,21 +41,40 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def _print_probe(path: str | Path) -> None:
-    from wanpy.probe import probe_video
+def jsonable(value: Any) -> Any:
+    """Results (dataclasses, paths, fractions, tuples, numpy scalars) as JSON values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr}
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (Path, Fraction)):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
-    print(probe_video(path))
+
+def _emit(args: argparse.Namespace, result: Any, text: str | None = None) -> None:
+    """The command's result on stdout: one JSON document with --json, else its text."""
+    if args.json:
+        print(json.dumps(jsonable(result), indent=2))
+    else:
+        print(result if text is None else text)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
     import wanpy
 
-    print(wanpy.system_info())
+    _emit(args, wanpy.system_info())
     return 0
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    _print_probe(args.file)
+    from wanpy.probe import probe_video
+
+    _emit(args, probe_video(args.file))
     return 0
 
 
@@ -65,7 +90,7 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
                              keep_vae_on_cpu=args.keep_vae_on_cpu, device=args.device,
                              max_allocation=args.max_allocation, total_memory=args.total_memory,
                              init_image=args.init_image, end_image=args.end_image)
-    print(report)
+    _emit(args, report)
     return 0 if report.fits else EXIT_DOES_NOT_FIT
 
 
@@ -109,15 +134,27 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         high_noise_diffusion_model=args.high_noise_diffusion_model, clip_vision=args.clip_vision,
         flash_attention=args.flash_attention, vae_tiling=args.vae_tiling, offload_to_cpu=args.offload_to_cpu,
         keep_vae_on_cpu=args.keep_vae_on_cpu, n_threads=args.threads, fit=args.fit,
-        progress=not args.no_progress, output=args.output, **_generation_kwargs(args))  # output checked first
+        progress=not (args.no_progress or args.quiet), output=args.output,
+        **_generation_kwargs(args))  # every value and the output path checked before loading
+    from wanpy.probe import probe_video
+
     path = Path(args.output).absolute()
+    info = probe_video(path)
+    if args.json:
+        _emit(args, {"output": path, "video": {"num_frames": video.num_frames, "width": video.width,
+                                               "height": video.height, "fps": video.fps, "seed": video.seed},
+                     "params": video.params, "timings": video.timings, "probe": info})
+        return 0
+    if args.quiet:
+        print(path)
+        return 0
     fit = video.params["fit"]
     if isinstance(fit, dict):
         chosen = ", ".join(f"{k}={v['chosen']}" for k, v in fit["changed"].items())
         print(f"fit auto: {chosen or 'fits as asked'}")
     print(video)
     print(f"wrote {path}")
-    _print_probe(path)
+    print(info)
     return 0
 
 
@@ -134,11 +171,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     video = wanpy.generate_video(
         "a red fox running through fresh snow, cinematic", diffusion_model=models.diffusion_model,
         vae=models.vae, width=size[0], height=size[1], num_frames=frames, steps=steps, seed=args.seed,
-        progress=not args.no_progress, output=args.output)  # output checked before the generation
+        progress=not (args.no_progress or args.quiet), output=args.output)  # output checked before the generation
+    from wanpy.probe import probe_video
+
     path = Path(args.output).absolute()
     print(video)
     print(f"wrote {path}")
-    _print_probe(path)
+    print(probe_video(path))
     print("\nThese weights are random, so the frames are noise: the demo proves the whole path "
           "(load, sample, decode, encode) works on this machine.\nFor real videos, point `wanpy generate` "
           "at real Wan weights, e.g.\n  wanpy generate --diffusion-model wan2.1_t2v_1.3B_fp16.safetensors "
@@ -155,6 +194,17 @@ def _add_memory_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-vae-on-cpu", action="store_true")
 
 
+def _add_common_options(p: argparse.ArgumentParser, default: Any) -> None:
+    """-v/-q/--json, before or after the subcommand (``default`` SUPPRESS on the subcommands, so that
+    one given before it is kept)."""
+    p.add_argument("-v", "--verbose", action="store_true", default=default, help="show sd.cpp's and ggml's log")
+    p.add_argument("-q", "--quiet", action="store_true", default=default,
+                   help="no progress bars or warnings; print only the result")
+    p.add_argument("--json", action="store_true", default=default,
+                   help="print the result as one JSON document on stdout, and nothing else there "
+                        "(info, preflight, probe, generate)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -163,22 +213,27 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  wanpy info\n  wanpy demo -o demo.webm\n"
                "  wanpy preflight wan2.x-t2v-14b --size 832x480 --frames 161 --max-allocation 4GiB\n"
                "  wanpy probe demo.webm")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show sd.cpp's and ggml's log")
+    from wanpy._version import __version__
+
+    parser.add_argument("--version", action="version", version=f"wanpy {__version__}")
+    _add_common_options(parser, False)
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common_options(common, argparse.SUPPRESS)  # after the subcommand too, without resetting it
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("info", formatter_class=raw,
+    p = sub.add_parser("info", parents=[common], formatter_class=raw,
                        help="backend, sd.cpp version, devices and their limits, environment report",
                        description="What this build is and what its devices can really do.",
                        epilog="example:\n  GGML_VK_VISIBLE_DEVICES=0 wanpy info")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("probe", formatter_class=raw, help="frame count, fps, size, duration, codec of a video",
+    p = sub.add_parser("probe", parents=[common], formatter_class=raw, help="frame count, fps, size, duration, codec of a video",
                        description="Decode a video and report what it really holds.",
                        epilog="example:\n  wanpy probe fox.webm")
     p.add_argument("file")
     p.set_defaults(func=_cmd_probe)
 
-    p = sub.add_parser("preflight", formatter_class=raw, help="what a generation allocates, and what would fit",
+    p = sub.add_parser("preflight", parents=[common], formatter_class=raw, help="what a generation allocates, and what would fit",
                        description="Predict every allocation of a generation from the model's header (or a "
                                    "preset), without loading weights.\nExit status 0 when it fits, 3 when it "
                                    "does not.\nPresets: wan2.1-t2v-1.3b, wan2.2-ti2v-5b, wan2.x-t2v-14b, "
@@ -202,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--total-memory", type=parse_bytes, help="device memory, e.g. 96GiB")
     p.set_defaults(func=_cmd_preflight)
 
-    p = sub.add_parser("generate", formatter_class=raw, help="generate a video file",
+    p = sub.add_parser("generate", parents=[common], formatter_class=raw, help="generate a video file",
                        description="Load the models, pre-flight, generate, write the file, probe it.",
                        epilog="example:\n  wanpy generate --diffusion-model wan2.1_t2v_1.3B.gguf --vae wan_2.1_vae."
                               "safetensors --text-encoder umt5-xxl-Q8_0.gguf \\\n    --prompt \"a fox in the snow\" "
@@ -245,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help=".webm, .mp4 or .gif")
     p.set_defaults(func=_cmd_generate)
 
-    p = sub.add_parser("demo", formatter_class=raw, help="the whole path on random weights, no download",
+    p = sub.add_parser("demo", parents=[common], formatter_class=raw, help="the whole path on random weights, no download",
                        description="Make (or reuse) a random-weight Wan2.1-T2V-1.3B, generate a short clip on "
                                    "this machine, write WebM and probe it.",
                        epilog="example:\n  wanpy demo -o demo.webm")
@@ -262,8 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose and args.quiet:
+        parser.error("--verbose and --quiet contradict each other")
+    if args.json and args.command == "demo":
+        parser.error("demo prints a walk-through, not a result: it has no --json")
+    level = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     from wanpy.errors import WanpyError
 
     try:

@@ -6,10 +6,13 @@ runs at a time per process (sd.cpp's callbacks and buffers are process-global), 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
 import secrets
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -71,6 +74,8 @@ class WanPipeline:
                  keep_vae_on_cpu: bool = False, n_threads: int | None = None, device: Device | int | None = None,
                  preflight: bool = True) -> None:
         self._ctx: _core.Context | None = None
+        self._stops: set[threading.Event] = set()  # one per generation running or waiting: cancel() sets them
+        self._stops_lock = threading.Lock()
         self.files = check_model_files(diffusion_model, vae, text_encoder, high_noise_diffusion_model, clip_vision)
         self.flash_attention = check_bool("flash_attention", flash_attention)
         self.vae_tiling = check_bool("vae_tiling", vae_tiling)
@@ -223,13 +228,58 @@ class WanPipeline:
         raising or Ctrl-C stop the generation with ``wanpy.Cancelled`` (the pipeline stays
         usable).
         """
-        t_start = time.perf_counter()
         if self._ctx is None:
             raise GenerationError("this pipeline is closed")
         bars = check_bool("progress", progress)
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        _check_callback(callback)
         request = self._own_request(prompt, options)
+        with self._stop_event() as stop:
+            return self._generate(request, bars, callback, stop)
+
+    async def generate_video_async(self, prompt: str | GenerationRequest, *, progress: bool = False,
+                                   callback: Callable[[Progress], Any] | None = None,
+                                   **options: Unpack[RequestOptions]) -> Video:
+        """``generate_video`` in a worker thread, for asyncio: the event loop keeps running, and
+        cancelling the awaiting task stops the native run at its next step (the task's
+        ``CancelledError`` is raised once sd.cpp has returned, so the next generation can start).
+        Values are checked before anything runs, on the calling thread."""
+        if self._ctx is None:
+            raise GenerationError("this pipeline is closed")
+        bars = check_bool("progress", progress)
+        _check_callback(callback)
+        request = self._own_request(prompt, options)
+        with self._stop_event() as stop:
+            work = asyncio.get_running_loop().run_in_executor(None, self._generate, request, bars, callback, stop)
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                stop.set()
+                with contextlib.suppress(Exception):
+                    await work  # sd.cpp stops at its next step; the lock is free again after
+                raise
+
+    def cancel(self) -> None:
+        """Stop every generation of this pipeline that is running or waiting to run, at its next
+        step (as Ctrl-C does): each raises ``wanpy.Cancelled``; the pipeline stays usable.
+        Safe from any thread, a callback included; generations started afterwards run."""
+        with self._stops_lock:
+            for stop in self._stops:
+                stop.set()
+
+    @contextmanager
+    def _stop_event(self) -> Iterator[threading.Event]:
+        stop = threading.Event()
+        with self._stops_lock:
+            self._stops.add(stop)
+        try:
+            yield stop
+        finally:
+            with self._stops_lock:
+                self._stops.discard(stop)
+
+    def _generate(self, request: GenerationRequest, bars: bool, callback: Callable[[Progress], Any] | None,
+                  stop: threading.Event) -> Video:
+        t_start = time.perf_counter()
         check_parse_stack(request.prompt, request.negative_prompt)  # on the thread that generates
         record: dict[str, Any] = {"fit": request.fit}
         if request.fit == "auto":
@@ -247,8 +297,8 @@ class WanPipeline:
         if request.seed is None:
             request = dataclasses.replace(request, seed=secrets.randbelow(2**31))
         monitor = GenerationMonitor(first_phase="high_noise_sampling" if request.high_noise else "sampling",
-                                    callback=callback, bars=bars)
-        frames = self._run(request, monitor)
+                                    callback=callback, bars=bars, stop=stop)
+        frames = self._run(request, monitor, stop)
         if request.high_noise is not None:
             record["high_noise_steps_run"] = monitor.steps_seen.get("high_noise_sampling", 0)
         timings = monitor.result(load=None, total=time.perf_counter() - t_start)
@@ -272,7 +322,7 @@ class WanPipeline:
                 "n_threads": self.n_threads, "device": self.device.name, "backend": _core.BACKEND,
                 "model_files": dict(self.files)}
 
-    def _run(self, request: GenerationRequest, monitor: GenerationMonitor) -> Any:
+    def _run(self, request: GenerationRequest, monitor: GenerationMonitor, stop: threading.Event) -> Any:
         """One native generation; the frames checked against the request."""
         r, hn = request, request.high_noise
         assert r.seed is not None  # drawn by generate_video
@@ -284,6 +334,8 @@ class WanPipeline:
         with native():
             if self._ctx is None:
                 raise GenerationError("this pipeline was closed while waiting to generate")
+            if stop.is_set():
+                raise Cancelled("generation cancelled (pipe.cancel()) before it started")
             try:
                 with _logging.observe(on_log):
                     frames = self._ctx.generate(
@@ -302,6 +354,8 @@ class WanPipeline:
             except KeyboardInterrupt as exc:
                 raise Cancelled("generation interrupted (Ctrl-C)") from exc
             except _core.Cancelled as exc:
+                if stop.is_set():
+                    raise Cancelled("generation cancelled (pipe.cancel() or its asyncio task)") from exc
                 raise Cancelled("generation cancelled by the callback") from exc
             except _core.NativeError as exc:
                 raise GenerationError(str(exc)) from exc
@@ -317,6 +371,11 @@ class WanPipeline:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"loaded on {self.device.name}"
         return f"<WanPipeline {self.family.name} {state}>"
+
+
+def _check_callback(callback: Any) -> None:
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
 
 
 def _request_memory(request: GenerationRequest | None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ turns them into ``Progress`` events and ``Timings``.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,8 +52,10 @@ _TIMING_LINES = (
 class GenerationMonitor:
     """Routes sd.cpp's progress to a callback and tqdm bars; collects timings."""
 
-    def __init__(self, *, first_phase: str, callback: Callable[[Progress], Any] | None, bars: bool) -> None:
+    def __init__(self, *, first_phase: str, callback: Callable[[Progress], Any] | None, bars: bool,
+                 stop: threading.Event | None = None) -> None:
         self.phase = first_phase
+        self.stop = stop
         self.callback = callback
         self.bars = bars
         self._bar: Any = None
@@ -63,6 +66,8 @@ class GenerationMonitor:
 
     # called by _core's progress trampoline (GIL held); False cancels
     def on_progress(self, step: int, steps: int, seconds_per_step: float) -> bool:
+        if self.stop is not None and self.stop.is_set():
+            return False
         if step <= 0:
             return True
         self.steps_seen[self.phase] = step

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -66,15 +68,34 @@ class Video:
         """Seconds: frames / fps (161 frames at 16 fps: 10.0625 s)."""
         return float(self.num_frames / self.fps)
 
-    def save(self, path: str | os.PathLike[str], *, codec: str | None = None, quality: int | None = None,
-             **options: Any) -> Path:
+    def save(self, path: str | os.PathLike[str] | BinaryIO, *, format: str | None = None,
+             codec: str | None = None, quality: int | None = None, pad: bool = False) -> Path | None:
         """Write the frames; the container follows the extension (.webm, .mp4, .gif).
 
-        Every frame is written at ``self.fps``; see :func:`wanpy.save_video`.
+        ``path`` may also be a writable binary file object (``io.BytesIO``, a response body):
+        then ``format`` ("webm", "mp4" or "gif") names the container, and the whole encoded
+        file is written to it once the encode succeeded. Every frame is written at
+        ``self.fps``; see :func:`wanpy.save_video`. Returns the path written (None for a file
+        object).
         """
-        from wanpy.encode import save_video
+        from wanpy.encode import SUPPORTED_EXTENSIONS, save_video
 
-        return save_video(path, self.frames, fps=self.fps, codec=codec, quality=quality, **options)
+        if isinstance(path, (str, os.PathLike)):
+            if format is not None:
+                raise TypeError("format= is for file objects; a path's extension names its container")
+            return save_video(path, self.frames, fps=self.fps, codec=codec, quality=quality, pad=pad)
+        if not hasattr(path, "write"):
+            raise TypeError(f"path must be a path or a writable binary file object, got {type(path).__name__}")
+        formats = [e.lstrip(".") for e in SUPPORTED_EXTENSIONS]
+        if format not in formats:
+            raise ValueError(f"format must be one of {', '.join(map(repr, formats))} to write to a file object, "
+                             f"got {format!r}")
+        with tempfile.TemporaryDirectory(prefix="wanpy-") as folder:
+            written = save_video(Path(folder) / f"video.{format}", self.frames, fps=self.fps, codec=codec,
+                                 quality=quality, pad=pad)
+            with open(written, "rb") as encoded:
+                shutil.copyfileobj(encoded, path)
+        return None
 
     def __str__(self) -> str:
         return (f"Video: {self.num_frames} frames {self.width}x{self.height} at {self.fps} fps "

@@ -1,0 +1,166 @@
+"""For applications and pipelines of tools (#19, part): cancel from any thread and from asyncio,
+videos into file objects, JSON-serialisable records, and a CLI whose --json output parses."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import threading
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import wanpy
+from wanpy.cli import main
+from wanpy.testing import cached_model_set
+from wanpy.testing.scenes import scene_frame
+
+SMALL = dict(width=16, height=16, num_frames=1, cfg_scale=1.0, seed=1)
+
+
+def _video(frames: int = 9) -> wanpy.Video:
+    return wanpy.Video(frames=np.stack([scene_frame(i, 64, 48) for i in range(frames)]), fps=Fraction(16), seed=1)
+
+
+def test_save_into_a_file_object_writes_the_same_video(tmp_path: Path) -> None:
+    video = _video()
+    buffer = io.BytesIO()
+    assert video.save(buffer, format="webm") is None
+    (tmp_path / "from-buffer.webm").write_bytes(buffer.getvalue())
+    info = wanpy.probe_video(tmp_path / "from-buffer.webm")
+    assert (info.frame_count, info.fps, info.width, info.height) == (9, Fraction(16), video.width, video.height)
+    assert buffer.getvalue()[:4] == b"\x1a\x45\xdf\xa3"  # an EBML (WebM) header
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({}, ValueError, r"format must be one of 'webm', 'mp4', 'gif'"),
+    ({"format": "avi"}, ValueError, r"format must be one of"),
+])
+def test_save_into_a_file_object_needs_a_format(kwargs: dict[str, Any], error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        _video(1).save(io.BytesIO(), **kwargs)
+
+
+def test_format_is_refused_with_a_path(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="format= is for file objects"):
+        _video(1).save(tmp_path / "x.webm", format="mp4")
+
+
+def test_cli_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.strip() == f"wanpy {wanpy.__version__}"
+
+
+def test_cli_json_outputs_parse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["wanpy_version"] == wanpy.__version__ and info["devices"]
+
+    assert main(["preflight", "wan2.1-t2v-1.3b", "--size", "64x64", "--frames", "5", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    expected = wanpy.preflight("wan2.1-t2v-1.3b", width=64, height=64, num_frames=5)
+    assert report["fits"] is True and report["largest"]["nbytes"] == expected.largest.nbytes
+
+    path = tmp_path / "clip.webm"
+    _video().save(path)
+    assert main(["--json", "probe", str(path)]) == 0  # before the subcommand too
+    probe = json.loads(capsys.readouterr().out)
+    assert (probe["frame_count"], probe["fps"], probe["path"]) == (9, "16", str(path))
+
+
+def test_cli_verbose_after_the_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["preflight", "wan2.1-t2v-1.3b", "--size", "64x64", "--frames", "5", "-v"]) == 0
+    assert "FITS" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-v", "info", "-q"], "--verbose and --quiet contradict each other"),
+    (["demo", "--json"], "it has no --json"),
+])
+def test_cli_contradictions_are_usage_errors(argv: list[str], message: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def pipe() -> Any:
+    kit = cached_model_set(variant="wan2.1-t2v-1.3b", dtype="q4_0", seed=0)
+    with wanpy.WanPipeline(kit.diffusion_model, kit.vae, n_threads=1) as pipeline:
+        yield pipeline
+
+
+@pytest.mark.slow
+def test_cancel_from_another_thread_stops_at_the_next_step(pipe: Any) -> None:
+    steps: list[int] = []
+    started = threading.Event()
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            pipe.generate_video("a red fox", **{**SMALL, "steps": 40}, progress=False,
+                                callback=lambda p: steps.append(p.step) or started.set())
+        except BaseException as exc:
+            box["error"] = exc
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    assert started.wait(300), "the generation never started"
+    pipe.cancel()
+    worker.join(60)
+    assert not worker.is_alive()
+    assert isinstance(box.get("error"), wanpy.Cancelled) and "pipe.cancel()" in str(box["error"])
+    assert len(steps) < 40
+    video = pipe.generate_video("a red fox", **{**SMALL, "steps": 1}, progress=False)  # still usable
+    assert video.frames.shape == (1, 16, 16, 3)
+
+
+@pytest.mark.slow
+def test_cancelling_the_asyncio_task_stops_the_native_run(pipe: Any) -> None:
+    async def scenario() -> int:
+        steps: list[int] = []
+        first = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_step(progress: wanpy.Progress) -> None:
+            steps.append(progress.step)
+            loop.call_soon_threadsafe(first.set)
+
+        task = asyncio.create_task(pipe.generate_video_async("a red fox", **{**SMALL, "steps": 40},
+                                                             callback=on_step))
+        await asyncio.wait_for(first.wait(), 300)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        video = await pipe.generate_video_async("a red fox", **{**SMALL, "steps": 1})  # the lock is free
+        assert video.frames.shape == (1, 16, 16, 3)
+        return len(steps)
+
+    assert asyncio.run(scenario()) < 40
+
+
+@pytest.mark.slow
+def test_video_records_are_json(pipe: Any) -> None:
+    video = pipe.generate_video("a red fox", **{**SMALL, "steps": 1}, progress=False, fps=Fraction(30000, 1001))
+    params = json.loads(json.dumps(video.params))
+    assert params["fps"] == "30000/1001" and params["seed"] == video.seed == video.request.seed
+    assert json.loads(json.dumps(video.request.to_dict()))["num_frames"] == 1
+
+
+@pytest.mark.slow
+def test_cli_generate_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    kit = cached_model_set(variant="wan2.1-t2v-1.3b", dtype="q4_0", seed=0)
+    out = tmp_path / "fox.webm"
+    status = main(["generate", "--diffusion-model", str(kit.diffusion_model), "--vae", str(kit.vae),
+                   "--prompt", "a red fox", "--size", "16x16", "--frames", "1", "--steps", "1", "--cfg-scale",
+                   "1", "--seed", "3", "--threads", "1", "-o", str(out), "--json"])
+    assert status == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["output"] == str(out) and result["probe"]["frame_count"] == 1
+    assert result["params"]["seed"] == 3 and result["video"]["num_frames"] == 1
