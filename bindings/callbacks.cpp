@@ -11,6 +11,7 @@
 // it as soon as the native call returns.
 #include "wanpy_core.h"
 
+#include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
 #include <atomic>
@@ -163,7 +164,44 @@ void progress_trampoline(int step, int steps, float time, void*) {
     if (stop && g_route.may_cancel && !g_loading_tensors.load()) throw wanpy::CancelRequested{};
 }
 
+// --- previews -------------------------------------------------------------------------
+PyObject* g_preview_fn = nullptr;  // owned while a route routes previews (under g_route_mutex)
+
+// sd.cpp calls it from the sampling loop, next to the progress callback, with frames it frees
+// afterwards: they are copied into one array. It never throws into sd.cpp: an exception is
+// stashed and stops the work at the next progress call.
+void preview_trampoline(int step, int frame_count, sd_image_t* frames, bool is_noisy, void*) {
+    if (g_preview_fn == nullptr || !Py_IsInitialized() || frame_count <= 0 || frames == nullptr) return;
+    py::gil_scoped_acquire gil;
+    if (g_route.cancelled) return;
+    const sd_image_t& first = frames[0];
+    for (int i = 0; i < frame_count; ++i) {
+        const sd_image_t& f = frames[i];
+        if (f.data == nullptr || f.channel != 3 || f.width != first.width || f.height != first.height) return;
+    }
+    try {
+        py::array_t<uint8_t> out({static_cast<py::ssize_t>(frame_count), static_cast<py::ssize_t>(first.height),
+                                  static_cast<py::ssize_t>(first.width), static_cast<py::ssize_t>(3)});
+        const size_t frame_bytes = static_cast<size_t>(first.height) * first.width * 3;
+        for (int i = 0; i < frame_count; ++i) std::memcpy(out.mutable_data() + i * frame_bytes, frames[i].data, frame_bytes);
+        py::reinterpret_borrow<py::object>(g_preview_fn)(step, out, is_noisy);
+    } catch (py::error_already_set& e) {
+        g_route.raised    = std::make_unique<py::error_already_set>(std::move(e));
+        g_route.cancelled = true;
+    }
+}
+
 }  // namespace
+
+void wanpy::ProgressRoute::route_previews(py::object fn, const std::string& mode, int interval, bool denoised,
+                                          bool noisy) {
+    preview_t m = str_to_preview(mode.c_str());
+    if (m == PREVIEW_COUNT || m == PREVIEW_NONE) throw wanpy::NativeError("unknown preview mode '" + mode + "'");
+    if (interval < 1) throw wanpy::NativeError("the preview interval must be >= 1");
+    Py_XDECREF(g_preview_fn);
+    g_preview_fn = fn.release().ptr();
+    sd_set_preview_callback(preview_trampoline, m, interval, denoised, noisy, nullptr);
+}
 
 wanpy::ProgressRoute::ProgressRoute(py::object fn, bool may_cancel) {
     if (!g_route_mutex.try_lock()) {
@@ -181,6 +219,11 @@ wanpy::ProgressRoute::ProgressRoute(py::object fn, bool may_cancel) {
 
 wanpy::ProgressRoute::~ProgressRoute() {
     sd_set_progress_callback(progress_trampoline, nullptr);
+    if (g_preview_fn != nullptr) {
+        sd_set_preview_callback(nullptr, PREVIEW_NONE, 1, false, false, nullptr);
+        Py_DECREF(g_preview_fn);
+        g_preview_fn = nullptr;
+    }
     Py_XDECREF(g_route.fn);
     g_route.fn = nullptr;
     g_route.raised.reset();

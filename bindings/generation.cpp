@@ -62,7 +62,9 @@ py::array_t<uint8_t> generate(Context& ctx, const std::string& prompt, const std
                               int high_noise_steps, float high_noise_cfg_scale,
                               const std::string& high_noise_sample_method, const std::string& high_noise_scheduler,
                               float moe_boundary, const std::vector<Lora>& loras, bool vae_tiling, int tile_size_x,
-                              int tile_size_y, float tile_overlap, std::optional<ProgressCallable> progress) {
+                              int tile_size_y, float tile_overlap, std::optional<ProgressCallable> progress,
+                              std::optional<PreviewCallable> preview, const std::string& preview_mode,
+                              int preview_every, bool preview_noisy) {
     sd_vid_gen_params_t p;
     sd_vid_gen_params_init(&p);
     p.prompt          = prompt.c_str();
@@ -102,6 +104,7 @@ py::array_t<uint8_t> generate(Context& ctx, const std::string& prompt, const std
 
     if (ctx.get() == nullptr) throw NativeError("the context is closed");
     ProgressRoute route(progress ? py::object(*progress) : py::object(py::none()), /*may_cancel=*/true);
+    if (preview) route.route_previews(py::object(*preview), preview_mode, preview_every, !preview_noisy, preview_noisy);
     FreeFrames out;
     std::string failure;
     bool cancelled = false;
@@ -157,7 +160,11 @@ void wanpy::register_generation(py::class_<Context>& cls) {
             py::arg("high_noise_cfg_scale"), py::arg("high_noise_sample_method"), py::arg("high_noise_scheduler"),
             py::arg("moe_boundary"), py::arg("loras"), py::arg("vae_tiling"), py::arg("tile_size_x"),
             py::arg("tile_size_y"), py::arg("tile_overlap"), py::arg("progress") = py::none(),
+            py::arg("preview") = py::none(), py::arg("preview_mode") = "proj", py::arg("preview_every") = 1,
+            py::arg("preview_noisy") = false,
             "Run sd.cpp's generate_video (the GIL released meanwhile); returns frames as uint8 (T, H, W, 3). "
-            "loras: (path, multiplier, is_high_noise). Raises Cancelled when progress returned False or raised, "
+            "loras: (path, multiplier, is_high_noise). preview(step, frames, is_noisy) receives sd.cpp's previews "
+            "(preview_mode proj, tae or vae) every preview_every steps, of the denoised latents (or, with "
+            "preview_noisy, the noisy ones). Raises Cancelled when progress returned False or raised, "
             "NativeError when sd.cpp failed or the context is closed.");
 }

@@ -1,6 +1,7 @@
 // Shared declarations of the _core binding files (one file per bound concept).
 #pragma once
 
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/typing.h>
 
@@ -23,6 +24,8 @@ using Record     = py::typing::Dict<py::str, py::object>;  // dict[str, typing.A
 using RecordList = py::typing::List<Record>;
 // progress(step, steps, seconds_per_step): returning False cancels, anything else continues.
 using ProgressCallable = py::typing::Callable<py::object(int, int, float)>;
+// (step, frames uint8 (T, H, W, 3), is_noisy)
+using PreviewCallable = py::typing::Callable<py::object(int, py::array_t<uint8_t>, bool)>;
 
 // Native failures surface as this (wanpy maps it to its own exception classes).
 struct NativeError : std::runtime_error {
@@ -49,6 +52,11 @@ public:
     ~ProgressRoute();
     ProgressRoute(const ProgressRoute&)            = delete;
     ProgressRoute& operator=(const ProgressRoute&) = delete;
+
+    // Also route sd.cpp's previews (mode: "proj", "tae" or "vae"; every `interval` steps; the
+    // denoised and/or the noisy latents) to `fn`, until this route ends. What `fn` raises stops
+    // the work at the next progress call and is re-raised like the progress callable's.
+    void route_previews(py::object fn, const std::string& mode, int interval, bool denoised, bool noisy);
 
     // After the native call returned: re-raise what the callable raised, if anything.
     void rethrow_if_raised();

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from wanpy.memory import choose_fit
 from wanpy.model_set import PathArg, check_model_files, family_of_files
-from wanpy.pipeline import LOAD_SETTINGS, WanPipeline
+from wanpy.pipeline import LOAD_SETTINGS, WanPipeline, check_previews
 from wanpy.progress import Progress
 from wanpy.request import RequestOptions, build_request, check_options
 from wanpy.system import Device
@@ -58,6 +58,7 @@ def generate_video(prompt: str, *, diffusion_model: PathArg, vae: PathArg, text_
                 "keep_vae_on_cpu": check_bool("keep_vae_on_cpu", keep_vae_on_cpu)}
     check_bool("progress", progress)
     request = build_request(family_of_files(files), prompt, model_files=files, **options)
+    check_previews(request, callback)
     check_parse_stack(request.prompt, request.negative_prompt)
     if output is not None:
         check_output(output)  # a missing or unwritable place fails now, not after the generation
@@ -72,7 +73,8 @@ def generate_video(prompt: str, *, diffusion_model: PathArg, vae: PathArg, text_
                             vae=files["vae"], high_noise_diffusion_model=files["high_noise_diffusion_model"],
                             clip_vision=files["clip_vision"], init_image=request.init_image is not None,
                             end_image=request.end_image is not None, flash_attention=settings["flash_attention"],
-                            offload_to_cpu=settings["offload_to_cpu"], keep_vae_on_cpu=settings["keep_vae_on_cpu"])
+                            offload_to_cpu=settings["offload_to_cpu"], keep_vae_on_cpu=settings["keep_vae_on_cpu"],
+                            preview=request.preview)
         settings.update({k: choice.settings[k] for k in LOAD_SETTINGS})
         request = dataclasses.replace(request, fit="strict", vae_tiling=choice.settings["vae_tiling"],
                                       tile_size=choice.settings["tile_size"])

@@ -233,6 +233,7 @@ class WanPipeline:
         bars = check_bool("progress", progress)
         _check_callback(callback)
         request = self._own_request(prompt, options)
+        check_previews(request, callback)
         with self._stop_event() as stop:
             return self._generate(request, bars, callback, stop)
 
@@ -248,6 +249,7 @@ class WanPipeline:
         bars = check_bool("progress", progress)
         _check_callback(callback)
         request = self._own_request(prompt, options)
+        check_previews(request, callback)
         with self._stop_event() as stop:
             work = asyncio.get_running_loop().run_in_executor(None, self._generate, request, bars, callback, stop)
             try:
@@ -350,7 +352,9 @@ class WanPipeline:
                         moe_boundary=r.family.defaults.moe_boundary if hn is None else hn.moe_boundary,
                         loras=[(lora.path, lora.multiplier, lora.high_noise) for lora in r.loras],
                         vae_tiling=r.vae_tiling, tile_size_x=tile_x, tile_size_y=tile_y,
-                        tile_overlap=r.tile_overlap, progress=monitor.on_progress)
+                        tile_overlap=r.tile_overlap, progress=monitor.on_progress,
+                        preview=None if r.preview is None else monitor.on_preview, preview_mode=r.preview or "proj",
+                        preview_every=r.preview_every, preview_noisy=r.preview_noisy)
             except KeyboardInterrupt as exc:
                 raise Cancelled("generation interrupted (Ctrl-C)") from exc
             except _core.Cancelled as exc:
@@ -378,9 +382,15 @@ def _check_callback(callback: Any) -> None:
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
 
 
+def check_previews(request: GenerationRequest, callback: Any) -> None:
+    if request.preview is not None and callback is None:
+        raise ValueError(f"preview={request.preview!r} delivers frames to callback= (Progress.preview): pass one")
+
+
 def _request_memory(request: GenerationRequest | None) -> dict[str, Any]:
     """What a request changes in the pre-flight: images in, VAE tiling and its tiles."""
     if request is None:
         return {}
     return {"init_image": request.init_image is not None, "end_image": request.end_image is not None,
-            "vae_tiling": request.vae_tiling, "tile_size": request.tile_size, "tile_overlap": request.tile_overlap}
+            "vae_tiling": request.vae_tiling, "tile_size": request.tile_size, "tile_overlap": request.tile_overlap,
+            "preview": request.preview}

@@ -11,7 +11,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,13 +29,17 @@ _LORA_END = re.compile(r"^apply_loras completed, taking ([\d.]+)s")
 
 @dataclass(frozen=True)
 class Progress:
-    """One progress event: ``step`` of ``steps`` in ``phase``, ``elapsed`` seconds into it."""
+    """One progress event: ``step`` of ``steps`` in ``phase``, ``elapsed`` seconds into it.
+    ``preview``: with ``preview=`` asked, the step's preview frames, uint8 (T, H, W, 3) (the
+    latent frames at latent resolution for "proj", decoded frames for "vae"); None between
+    previews."""
 
     phase: str
     step: int
     steps: int
     elapsed: float
     seconds_per_step: float
+    preview: np.ndarray | None = field(default=None, repr=False)
 
 
 # sd.cpp's log lines that close a phase, and which timing they give (value in s or ms).
@@ -63,22 +67,33 @@ class GenerationMonitor:
         self.timings: dict[str, float] = {}
         self.steps_seen: dict[str, int] = {}
         self._after_loras = first_phase
+        self._preview: tuple[int, np.ndarray] | None = None  # (step, frames) not yet delivered
 
     # called by _core's progress trampoline (GIL held); False cancels
     def on_progress(self, step: int, steps: int, seconds_per_step: float) -> bool:
         if self.stop is not None and self.stop.is_set():
             return False
         if step <= 0:
+            if step == 0 and self.bars and steps > 0:  # sd.cpp announces a sampling pass before its first step
+                self._update_bar(0, steps)  # the bar's clock starts with the pass, not after its first step
             return True
         self.steps_seen[self.phase] = step
         if self.bars:
             self._update_bar(step, steps)
         if self.callback is not None:
-            event = Progress(self.phase, step, steps, time.perf_counter() - self._phase_start, seconds_per_step)
+            preview = None
+            if self._preview is not None and self._preview[0] == step:
+                preview, self._preview = self._preview[1], None
+            event = Progress(self.phase, step, steps, time.perf_counter() - self._phase_start, seconds_per_step,
+                             preview)
             answer = self.callback(event)
             if isinstance(answer, (bool, np.bool_)) and not answer:  # numpy's False cancels too
                 return False
         return True
+
+    # called by _core's preview trampoline (GIL held), before the same step's progress
+    def on_preview(self, step: int, frames: np.ndarray, is_noisy: bool) -> None:
+        self._preview = (step, frames)
 
     # called for every sd.cpp log line
     def on_log(self, text: str) -> None:

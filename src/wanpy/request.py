@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import numpy as np
 
@@ -23,8 +23,8 @@ from wanpy.catalogue import DEFAULT_SAMPLE_METHOD, DEFAULT_SCHEDULER, WanFamily
 from wanpy.catalogue import family as find_family
 from wanpy.memory.fit import FIT_MODES, FitMode
 from wanpy.validation import (
-    MAX_TILE_OVERLAP, Align, check_bool, check_file, check_float, check_fps, check_int, check_num_frames, check_seed,
-    check_size, check_text, check_tiles, frames_for_duration, load_image,
+    MAX_TILE_OVERLAP, Align, check_bool, check_file, check_float, check_fps, check_int, check_num_frames,
+    check_preview, check_seed, check_size, check_text, check_tiles, frames_for_duration, load_image,
 )
 
 if TYPE_CHECKING:
@@ -63,7 +63,10 @@ class RequestOptions(TypedDict, total=False):
     is an alternative. ``width``/``height``: multiples of the family's size multiple.
     ``continue_from``: start from a video's last frame. ``high_noise_*`` and ``moe_boundary``:
     Wan2.2 A14B only. ``tile_size`` (latent pixels) needs ``vae_tiling``. ``fit="auto"``:
-    the cheapest memory settings that fit; ``preflight=False`` skips the memory check."""
+    the cheapest memory settings that fit; ``preflight=False`` skips the memory check.
+    ``preview`` ("proj": the latents projected to RGB, at latent resolution; "vae": decoded,
+    at full resolution) delivers ``Progress.preview`` frames to the callback every
+    ``preview_every`` steps (of the denoised latents; ``preview_noisy``: the noisy ones)."""
 
     negative_prompt: str
     width: int | None
@@ -93,6 +96,9 @@ class RequestOptions(TypedDict, total=False):
     tile_overlap: float
     preflight: bool
     fit: FitMode
+    preview: Literal["proj", "vae"] | None
+    preview_every: int
+    preview_noisy: bool
 
 
 OPTION_NAMES = frozenset(RequestOptions.__optional_keys__)
@@ -147,6 +153,9 @@ class GenerationRequest:
     init_image_source: str | None = None
     duration: float | None = None
     aligned_from: int | float | None = None
+    preview: str | None = None
+    preview_every: int = 1
+    preview_noisy: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable record: fps as a string ("16", "30000/1001"), images as their
@@ -159,8 +168,10 @@ class GenerationRequest:
             "init_image": self.init_image_source, "end_image": None if self.end_image is None else "given",
             "loras": [dataclasses.asdict(lora) for lora in self.loras],
             "vae_tiling": self.vae_tiling, "tile_size": self.tile_size, "tile_overlap": self.tile_overlap,
-            "preflight": self.preflight, "fit": self.fit,
+            "preflight": self.preflight, "fit": self.fit, "preview": self.preview,
         }
+        if self.preview is not None:
+            out.update(preview_every=self.preview_every, preview_noisy=self.preview_noisy)
         if self.high_noise is not None:
             hn = self.high_noise
             out.update(moe_boundary=hn.moe_boundary, high_noise_steps="auto" if hn.steps is None else hn.steps,
@@ -212,8 +223,9 @@ def build_request(family: str | WanFamily, prompt: str, *,
                                      tiling_may_follow=fit == "auto")
     if fit == "auto" and not preflight:
         raise ValueError("fit='auto' chooses settings from the pre-flight: it cannot run with preflight=False")
+    preview, preview_every, preview_noisy = _previews(options, steps)
     return GenerationRequest(
-        family=fam, prompt=prompt, negative_prompt=negative_prompt, width=shape[0], height=shape[1],
+        preview=preview, preview_every=preview_every, preview_noisy=preview_noisy, family=fam, prompt=prompt, negative_prompt=negative_prompt, width=shape[0], height=shape[1],
         num_frames=shape[2], fps=shape[3], steps=steps, cfg_scale=cfg, flow_shift=shift,
         sample_method=sample_method, scheduler=scheduler, seed=check_seed(o("seed")),
         loras=check_loras(o("loras", ()), fam, model_files), high_noise=_high_noise(fam, options, steps, sample_method,
@@ -221,6 +233,17 @@ def build_request(family: str | WanFamily, prompt: str, *,
         vae_tiling=vae_tiling, tile_size=tile_size, tile_overlap=overlap, preflight=preflight, fit=fit,
         init_image=init, end_image=end, init_image_source=source, duration=o("duration"),
         aligned_from=_aligned_from(o("align"), o("num_frames"), o("duration"), shape[2]))
+
+
+def _previews(options: Mapping[str, Any], steps: int) -> tuple[str | None, int, bool]:
+    preview = check_preview(options.get("preview"))
+    if preview is None:
+        given = [k for k in ("preview_every", "preview_noisy") if options.get(k) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} need preview='proj' or 'vae' (without a preview mode they do nothing)")
+        return None, 1, False
+    every = check_int("preview_every", options.get("preview_every", 1), minimum=1, maximum=steps)
+    return preview, every, check_bool("preview_noisy", options.get("preview_noisy", False))
 
 
 def _given(value: Any, default: Any) -> Any:

@@ -129,6 +129,11 @@ class SystemInfo:
     cpu_features: str = ""
     warnings: tuple[str, ...] = ()
 
+    def _repr_html_(self) -> str:
+        from wanpy.display import system_html
+
+        return system_html(self)
+
     def __str__(self) -> str:
         lines = [
             f"wanpy {self.wanpy_version}",

@@ -210,6 +210,21 @@ def check_tiles(tile_size: Any, tile_overlap: Any, *, vae_tiling: bool, width: i
     return (out[0], out[1]), overlap
 
 
+# sd.cpp's preview modes wanpy runs: a linear projection of the latents to RGB (cheap, at latent
+# resolution) or a VAE decode (full resolution, a decode per preview)
+PREVIEW_MODES = ("proj", "vae")
+
+
+def check_preview(preview: Any) -> str | None:
+    """None or a preview mode; "tae" (sd.cpp's tiny decoder) needs a model file wanpy cannot load yet."""
+    if preview is None or preview in PREVIEW_MODES:
+        return preview  # type: ignore[no-any-return]
+    if preview == "tae":
+        raise ValueError("preview='tae' needs a tiny video decoder (TAEHV) file, which wanpy does not load yet: "
+                         f"use one of {', '.join(map(repr, PREVIEW_MODES))}")
+    raise ValueError(f"preview must be None or one of {', '.join(map(repr, PREVIEW_MODES))}, got {preview!r}")
+
+
 def check_seed(seed: Any) -> int | None:
     if seed is None:
         return None

@@ -97,6 +97,12 @@ class Video:
                 shutil.copyfileobj(encoded, path)
         return None
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the clip, playable inline (``wanpy.display``)."""
+        from wanpy.display import video_html
+
+        return video_html(self)
+
     def __str__(self) -> str:
         return (f"Video: {self.num_frames} frames {self.width}x{self.height} at {self.fps} fps "
                 f"({self.duration:.2f} s), seed {self.seed}; {self.timings}")

@@ -38,6 +38,7 @@ class Config:
     end_image: bool
     tile_size: tuple[int, int] | None
     tile_overlap: float
+    preview_vae: bool = False  # VAE previews decode while the DiT samples: both compute buffers at once
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,9 @@ def measure(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Measu
         return Measurement(tuple(allocs), (load,), desc, problem)
 
     phases = [load]
-    for g in _graphs(s, cfg, t, dit, weights_only):
+    graphs = _graphs(s, cfg, t, dit, weights_only)
+    previews = sum(int(g.measured["total"]) for g in graphs if g.phase == "VAE decode") if cfg.preview_vae else 0
+    for g in graphs:
         total, largest = int(g.measured["total"]), int(g.measured["largest"])
         dev = g.component not in on_host
         m = g.measured
@@ -161,12 +164,21 @@ def measure(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Measu
                                  g.component, "compute buffer", buffer_total=total, on_device=dev))
         allocs.append(Allocation(f"{g.component} {m['op'].lower()} {m['type']} {_shape(m['shape'])}", g.phase,
                                  largest, g.component, "tensor", tuple(m["shape"]), m["type"], total, dev))
-        if g.component in on_host:
-            phases.append(PhaseTotal(g.phase, resident, host_weights + total))
-        else:
-            extra = weights[g.component] if cfg.offload_to_cpu else 0
-            phases.append(PhaseTotal(g.phase, resident + extra + total, host_weights))
+        device, host = _phase_memory(g, total, weights, on_host, cfg.offload_to_cpu)
+        if previews and g.phase.endswith("sampling"):  # a VAE preview decodes inside the step
+            preview = _phase_memory(_Graph(g.phase, "vae", {}), previews, weights, on_host, cfg.offload_to_cpu)
+            device, host = device + preview[0], host + preview[1]
+        phases.append(PhaseTotal(g.phase, resident + device, host_weights + host))
     return Measurement(tuple(allocs), tuple(phases), desc)
+
+
+def _phase_memory(g: _Graph, total: int, weights: dict[str, int], on_host: set[str],
+                  offload: bool) -> tuple[int, int]:
+    """What running ``g`` adds to the device and the host: its compute buffer (and, offloaded,
+    its weights, moved to the device while it runs)."""
+    if g.component in on_host:
+        return 0, total
+    return total + (weights[g.component] if offload else 0), 0
 
 
 def _graphs(s: Any, cfg: Config, t: Target, dit: DitShape, weights_only: bool) -> list[_Graph]:

@@ -70,6 +70,11 @@ class Preflight:
     params: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
+    def _repr_html_(self) -> str:
+        from wanpy.display import preflight_html
+
+        return preflight_html(self)
+
     def __str__(self) -> str:
         p = self.params
         ceiling = format_bytes(self.max_allocation) if self.max_allocation else "none"
