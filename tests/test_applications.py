@@ -164,3 +164,31 @@ def test_cli_generate_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     result = json.loads(capsys.readouterr().out)
     assert result["output"] == str(out) and result["probe"]["frame_count"] == 1
     assert result["params"]["seed"] == 3 and result["video"]["num_frames"] == 1
+
+
+@pytest.mark.parametrize("ext", ["webm", "mp4"])
+def test_the_request_travels_in_the_file(ext: str, tmp_path: Path) -> None:
+    request = wanpy.build_request("wan2.1-t2v-1.3b", 'a fox: "quoted" é; a=b #c \\ back\nnew line', width=64,
+                                  height=48, num_frames=9, seed=5)
+    video = wanpy.Video(frames=_video().frames, fps=Fraction(16), seed=5, request=request)
+    info = wanpy.probe_video(video.save(tmp_path / f"fox.{ext}") or Path())
+    assert info.request == json.loads(json.dumps(request.to_dict()))
+
+
+def test_a_gif_carries_no_request_and_files_of_others_none(tmp_path: Path) -> None:
+    request = wanpy.build_request("wan2.1-t2v-1.3b", "a fox", width=64, height=48, num_frames=9)
+    gif = wanpy.Video(frames=_video().frames, fps=Fraction(16), seed=5, request=request).save(tmp_path / "f.gif")
+    assert wanpy.probe_video(gif or Path()).request is None
+    assert wanpy.probe_video(_video().save(tmp_path / "plain.webm") or Path()).request is None
+
+
+@pytest.mark.parametrize("ext, metadata, message", [
+    ("gif", {"a": "b"}, "GIF files store no tags"),
+    ("webm", {"bad key": "b"}, "key 'bad key' must be"),
+    ("webm", {"k": "a\nb"}, r"metadata\['k'\] must be one line"),
+    ("webm", {"k": 3}, r"metadata\['k'\] must be one line of text"),
+])
+def test_metadata_checked(ext: str, metadata: dict[str, Any], message: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=message):
+        wanpy.save_video(tmp_path / f"x.{ext}", _video(1).frames, fps=16, metadata=metadata)
+    assert list(tmp_path.iterdir()) == []

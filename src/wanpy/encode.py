@@ -24,11 +24,12 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -146,11 +147,13 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, fps: FpsLike, codec: str | None = None,
-                 quality: int | None = None, pad: bool = False, convert: Convert | None = None) -> None:
+                 quality: int | None = None, pad: bool = False, convert: Convert | None = None,
+                 metadata: Mapping[str, str] | None = None) -> None:
         self._path = Path(check_output_path("path", path))
         self._plan = make_plan("path", self._path, fps=fps, codec=codec, quality=quality, pad=pad, convert=convert)
         self._exe = ffmpeg_exe()
         self._args = codec_args(self._plan, self._exe)  # fail on a missing encoder now
+        self._args += metadata_args(self._plan.ext, metadata)
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: _StderrReader | None = None
         self._shape: tuple[int, int] | None = None  # (height, width) as given
@@ -406,7 +409,7 @@ def _write_all(writer: VideoWriter, frames: np.ndarray | Iterable[np.ndarray]) -
 
 def save_video(path: str | os.PathLike[str], frames: np.ndarray | Iterable[np.ndarray], *,
                fps: FpsLike, codec: str | None = None, quality: int | None = None,
-               pad: bool = False, convert: Convert | None = None) -> Path:
+               pad: bool = False, convert: Convert | None = None, metadata: Mapping[str, str] | None = None) -> Path:
     """Encode ``frames`` to ``path``, choosing the format from its extension; returns its absolute path.
 
     ==========  ======================  ==========================================
@@ -434,6 +437,8 @@ def save_video(path: str | os.PathLike[str], frames: np.ndarray | Iterable[np.nd
             it, odd sizes raise ``ValueError`` (WebM and MP4).
         convert: ``"clip"`` accepts float frames holding values in [0, 1]: they are
             scaled by 255, rounded and clipped to 0-255. NaN raises ``ValueError``.
+        metadata: container tags (key -> text) for .webm and .mp4, read back by
+            ``wanpy.probe_video`` (``VideoInfo.metadata``); GIF stores none.
 
     Raises:
         TypeError, ValueError: a bad argument or frame (named in the message).
@@ -443,8 +448,28 @@ def save_video(path: str | os.PathLike[str], frames: np.ndarray | Iterable[np.nd
         KeyboardInterrupt: re-raised after ffmpeg is stopped and the files removed.
     """
     _check_frames_arg(frames)
-    writer = VideoWriter(path, fps=fps, codec=codec, quality=quality, pad=pad, convert=convert)
+    writer = VideoWriter(path, fps=fps, codec=codec, quality=quality, pad=pad, convert=convert, metadata=metadata)
     return _write_all(writer, frames)
+
+
+_METADATA_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+
+
+def metadata_args(ext: str, metadata: Mapping[str, str] | None) -> list[str]:
+    """ffmpeg's ``-metadata`` arguments for container tags, checked: keys are identifiers (as
+    every container spells them), values text without NUL."""
+    if not metadata:
+        return []
+    if ext == ".gif":
+        raise ValueError("metadata: GIF files store no tags; write .webm or .mp4")
+    args: list[str] = []
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not _METADATA_KEY.fullmatch(key):
+            raise ValueError(f"metadata: key {key!r} must be a letter then letters, digits or _ (at most 64)")
+        if not isinstance(value, str) or "\x00" in value or "\n" in value:
+            raise ValueError(f"metadata[{key!r}] must be one line of text without NUL")
+        args += ["-metadata", f"{key}={value}"]
+    return args
 
 
 def check_output(path: str | os.PathLike[str], *, fps: FpsLike | None = None, codec: str | None = None,

@@ -279,7 +279,7 @@ def codec_args(plan: Plan, exe: str) -> list[str]:
         return [*to_yuv, "-c:v", "libvpx", "-crf", str(crf("vp8", q)), "-b:v", "100M",
                 "-threads", "1", "-deadline", "good", "-cpu-used", str(_VP8_SPEED), *tags]
     if plan.codec == "h264":
-        common = [*tags, "-movflags", "+faststart"]
+        common = [*tags, "-movflags", "+faststart+use_metadata_tags"]  # custom tags (metadata=) kept
         if "libx264" in encoders:
             return [*to_yuv, "-c:v", "libx264", "-crf", str(crf("h264", q)), "-preset", "medium", *common]
         if "libopenh264" in encoders:

@@ -15,12 +15,15 @@ ffmpeg runs (ffmpeg would block on a FIFO until something writes to it).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
 import subprocess
+from dataclasses import field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import imageio_ffmpeg
 
@@ -62,6 +65,14 @@ class VideoInfo:
     codec: str
     duration: float
     container_duration: float | None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def request(self) -> dict[str, Any] | None:
+        """The ``GenerationRequest`` record wanpy embedded when it wrote the file (``Video.save``),
+        as ``request.to_dict()`` gave it; None for other files."""
+        text = self.metadata.get("wanpy_request")
+        return None if text is None else dict(json.loads(text))
 
     def __str__(self) -> str:
         if self.fps.denominator == 1:
@@ -160,5 +171,44 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
                               + float(dur.group(3)))
     return VideoInfo(path=p, frame_count=frame_count, fps=fps, width=width, height=height,
                      codec=video.group(1), duration=float(frame_count / fps),
-                     container_duration=container_duration)
+                     container_duration=container_duration, metadata=_container_tags(real))
 
+
+def _container_tags(real: str) -> dict[str, str]:
+    """The file's own tags, keys lowercase, as ffmpeg's ffmetadata format gives them in full
+    (its log cuts long values)."""
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", ffmpeg_path_arg(real),
+           "-f", "ffmetadata", "-"]
+    result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    tags: dict[str, str] = {}
+    if result.returncode != 0:
+        return tags
+    for line in result.stdout.decode("utf-8", "replace").splitlines()[1:]:  # after ";FFMETADATA1"
+        if line.startswith("["):  # a stream or chapter section: not the file's own tags
+            break
+        if line.startswith(";"):
+            continue
+        key, value = _ffmetadata_pair(line)
+        if key:
+            tags[key.lower()] = value
+    return tags
+
+
+def _ffmetadata_pair(line: str) -> tuple[str, str]:
+    """KEY=VALUE with ffmetadata's backslash escapes ("=", ";", "#", "\\" and newline) undone."""
+    parts: list[str] = []
+    current: list[str] = []
+    i = 0
+    while i < len(line):
+        c = line[i]
+        if c == "\\" and i + 1 < len(line):
+            current.append(line[i + 1])
+            i += 2
+            continue
+        if c == "=" and not parts:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(c)
+        i += 1
+    return (parts[0], "".join(current)) if parts else ("", "")

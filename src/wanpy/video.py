@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -75,7 +76,8 @@ class Video:
         ``path`` may also be a writable binary file object (``io.BytesIO``, a response body):
         then ``format`` ("webm", "mp4" or "gif") names the container, and the whole encoded
         file is written to it once the encode succeeded. Every frame is written at
-        ``self.fps``; see :func:`wanpy.save_video`. Returns the path written (None for a file
+        ``self.fps``; see :func:`wanpy.save_video`. WebM and MP4 files carry the request as a
+        tag (``wanpy.probe_video(path).request``). Returns the path written (None for a file
         object).
         """
         from wanpy.encode import SUPPORTED_EXTENSIONS, save_video
@@ -83,7 +85,8 @@ class Video:
         if isinstance(path, (str, os.PathLike)):
             if format is not None:
                 raise TypeError("format= is for file objects; a path's extension names its container")
-            return save_video(path, self.frames, fps=self.fps, codec=codec, quality=quality, pad=pad)
+            tags = self._tags(os.fspath(path).lower().endswith(".gif"))
+            return save_video(path, self.frames, fps=self.fps, codec=codec, quality=quality, pad=pad, metadata=tags)
         if not hasattr(path, "write"):
             raise TypeError(f"path must be a path or a writable binary file object, got {type(path).__name__}")
         formats = [e.lstrip(".") for e in SUPPORTED_EXTENSIONS]
@@ -92,10 +95,16 @@ class Video:
                              f"got {format!r}")
         with tempfile.TemporaryDirectory(prefix="wanpy-") as folder:
             written = save_video(Path(folder) / f"video.{format}", self.frames, fps=self.fps, codec=codec,
-                                 quality=quality, pad=pad)
+                                 quality=quality, pad=pad, metadata=self._tags(format == "gif"))
             with open(written, "rb") as encoded:
                 shutil.copyfileobj(encoded, path)
         return None
+
+    def _tags(self, gif: bool) -> dict[str, str] | None:
+        """The request, as JSON, for the file's tags (read back as ``probe_video(...).request``)."""
+        if self.request is None or gif:
+            return None
+        return {"wanpy_request": json.dumps(self.request.to_dict(), separators=(",", ":"))}
 
     def _repr_html_(self) -> str:
         """In a notebook: the clip, playable inline (``wanpy.display``)."""
