@@ -192,3 +192,36 @@ def test_metadata_checked(ext: str, metadata: dict[str, Any], message: str, tmp_
     with pytest.raises(ValueError, match=message):
         wanpy.save_video(tmp_path / f"x.{ext}", _video(1).frames, fps=16, metadata=metadata)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_preview_needs_a_folder_before_loading(tmp_path: Path, load_spy: list[Any],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from wanpy.testing import make_model_set
+
+    kit = make_model_set(tmp_path / "kit", variant="wan2.1-t2v-1.3b", dtype="q4_0", sparse=True)
+    base = ["generate", "--diffusion-model", str(kit.diffusion_model), "--vae", str(kit.vae), "--prompt", "x",
+            "-o", str(tmp_path / "out.webm")]
+    assert main([*base, "--preview", "proj"]) == 2
+    assert "--preview needs --preview-dir" in capsys.readouterr().err
+    assert main([*base, "--preview", "proj", "--preview-dir", str(tmp_path / "nope")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert main([*base, "--codec", "h264"]) == 2  # .webm takes vp9 or vp8
+    assert "codec" in capsys.readouterr().err
+    assert load_spy == []
+
+
+@pytest.mark.slow
+def test_cli_generate_with_previews_codec_and_quality(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    kit = cached_model_set(variant="wan2.1-t2v-1.3b", dtype="q4_0", seed=0)
+    previews = tmp_path / "previews"
+    previews.mkdir()
+    out = tmp_path / "fox.webm"
+    status = main(["generate", "--diffusion-model", str(kit.diffusion_model), "--vae", str(kit.vae), "--prompt",
+                   "a red fox", "--size", "32x32", "--frames", "5", "--steps", "2", "--cfg-scale", "1", "--seed", "3",
+                   "--preview", "proj", "--preview-dir", str(previews), "--codec", "vp8", "--quality", "80", "-q",
+                   "-o", str(out)])
+    assert status == 0 and capsys.readouterr().out.strip() == str(out)
+    assert sorted(p.name for p in previews.iterdir()) == [f"sampling-step{s:04d}-frame{f:03d}.png"
+                                                          for s in (1, 2) for f in (0, 1)]
+    info = wanpy.probe_video(out)
+    assert info.codec == "vp8" and info.frame_count == 5 and info.request is not None
