@@ -76,10 +76,54 @@ def test_quickstart_notebook_runs_in_a_real_kernel() -> None:
         assert streams == [], f"stray stdout in {cell.source!r}: {streams}"
         errors = [o for o in _outputs(cell) if o.get("output_type") == "error"]
         assert errors == [], errors
-    info, report, video = code[1], code[2], code[4]
+    info, report, load, video = code[1], code[2], code[3], code[4]
+    assert len([o for o in _outputs(load) if WIDGET in o.get("data", {})]) == 1  # the "loading" bar
     assert "<table>" in info.outputs[0]["data"]["text/html"]
     assert "FITS" in report.outputs[0]["data"]["text/html"]
     shown = [o for o in _outputs(video) if o.get("output_type") == "execute_result"][0]["data"]["text/html"]
     assert "data:video/webm;base64," in shown and "<video" in shown
     bars = [o for o in _outputs(video) if WIDGET in o.get("data", {})]
     assert len(bars) == 1  # one pass of sampling, one widget bar
+
+
+@pytest.mark.slow
+def test_interrupting_the_kernel_leaves_the_pipeline_usable(tmp_path: Path) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    import nbformat
+    from nbclient import NotebookClient
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    started = tmp_path / "started"
+    small = "width=16, height=16, num_frames=1, cfg_scale=1.0, progress=False"
+    notebook = new_notebook(cells=[
+        new_code_cell("import wanpy\nfrom wanpy.testing import cached_model_set\n"
+                      "kit = cached_model_set(variant='wan2.1-t2v-1.3b', dtype='q4_0', seed=0)\n"
+                      "pipe = wanpy.WanPipeline(kit.diffusion_model, kit.vae, progress=False)"),
+        new_code_cell(f"pipe.generate_video('a fox', {small}, steps=400, "
+                      f"callback=lambda p: open({str(started)!r}, 'w').close())"),
+        new_code_cell(f"pipe.generate_video('a fox', {small}, steps=1).num_frames"),
+    ])
+    client = NotebookClient(notebook, timeout=600, kernel_name="python3", allow_errors=True)
+
+    def interrupt_once_generating() -> None:
+        deadline = time.monotonic() + 300
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(client.km.provisioner.process.pid, signal.SIGINT)  # what the notebook's stop button sends
+
+    with client.setup_kernel():
+        client.execute_cell(notebook.cells[0], 0)
+        interrupter = threading.Thread(target=interrupt_once_generating)
+        interrupter.start()
+        client.execute_cell(notebook.cells[1], 1)
+        interrupter.join()
+        client.execute_cell(notebook.cells[2], 2)
+    errors = [o for o in notebook.cells[1].outputs if o.output_type == "error"]
+    assert errors and errors[0].ename == "Cancelled" and "Ctrl-C" in errors[0].evalue
+    result = [o for o in notebook.cells[2].outputs if o.output_type == "execute_result"]
+    assert result and result[0].data["text/plain"] == "1"
+    assert nbformat.validate(notebook) is None

@@ -80,7 +80,7 @@ def generate_video(prompt: str, *, diffusion_model: PathArg, vae: PathArg, text_
                                       tile_size=choice.settings["tile_size"])
     with _OneShotPipeline(dit_path, vae, files["text_encoder"], files["high_noise_diffusion_model"],
                           files["clip_vision"], vae_tiling=request.vae_tiling, n_threads=n_threads, device=device,
-                          preflight=request.preflight, **settings) as pipe:
+                          preflight=request.preflight, progress=progress, **settings) as pipe:
         video = pipe.generate_video(request, progress=progress, callback=callback)
     video = dataclasses.replace(video, timings=dataclasses.replace(video.timings, load=pipe.load_seconds))
     if choice is not None:

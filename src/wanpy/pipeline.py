@@ -25,7 +25,7 @@ from wanpy.memory import FitChoice, Preflight, choose_fit, refusal
 from wanpy.memory import preflight as run_preflight
 from wanpy.model_set import PathArg, check_model_files, family_of_files
 from wanpy.native_lock import native
-from wanpy.progress import GenerationMonitor, Progress
+from wanpy.progress import GenerationMonitor, LoadingBar, Progress
 from wanpy.request import GenerationRequest, RequestOptions, build_request, check_loras, check_options
 from wanpy.system import Device, backend_warnings, devices, resolve_device
 from wanpy.validation import check_bool, check_int, check_parse_stack
@@ -64,6 +64,7 @@ class WanPipeline:
         n_threads: CPU threads (default: physical cores).
         device: a ``wanpy.Device`` or its index (default: the first GPU, else the CPU).
         preflight: check that the weights fit the device before loading them.
+        progress: a "loading" bar while the weights load (generations have their own flag).
     """
 
     _free_params_immediately = False  # True for the one-shot function's pipeline
@@ -72,7 +73,7 @@ class WanPipeline:
                  high_noise_diffusion_model: PathArg | None = None, clip_vision: PathArg | None = None, *,
                  flash_attention: bool = False, vae_tiling: bool = False, offload_to_cpu: bool = False,
                  keep_vae_on_cpu: bool = False, n_threads: int | None = None, device: Device | int | None = None,
-                 preflight: bool = True) -> None:
+                 preflight: bool = True, progress: bool = True) -> None:
         self._ctx: _core.Context | None = None
         self._stops: set[threading.Event] = set()  # one per generation running or waiting: cancel() sets them
         self._stops_lock = threading.Lock()
@@ -82,6 +83,7 @@ class WanPipeline:
         self.offload_to_cpu = check_bool("offload_to_cpu", offload_to_cpu)
         self.keep_vae_on_cpu = check_bool("keep_vae_on_cpu", keep_vae_on_cpu)
         self.preflight = check_bool("preflight", preflight)
+        self._loading_bar = check_bool("progress", progress)
         self.family = family_of_files(self.files)
         self.n_threads = _core.num_physical_cores() if n_threads is None else check_int(
             "n_threads", n_threads, minimum=1, maximum=1024)
@@ -170,6 +172,7 @@ class WanPipeline:
             if level == "error" and not _logging.recovered(text) and len(said) < 20:
                 said.append(text)
 
+        bar = LoadingBar(self._loading_bar)
         try:
             with _logging.observe(on_log):
                 return _core.Context(
@@ -178,12 +181,14 @@ class WanPipeline:
                     vae_decode_only=False,  # video mode needs the VAE encoder (and I2V encodes images)
                     flash_attention=self.flash_attention, offload_params_to_cpu=self.offload_to_cpu,
                     keep_vae_on_cpu=self.keep_vae_on_cpu, keep_clip_on_cpu=False, enable_mmap=False,
-                    free_params_immediately=self._free_params_immediately, progress=None)
+                    free_params_immediately=self._free_params_immediately, progress=bar.on_progress)
         except KeyboardInterrupt as exc:
             raise Cancelled("loading was interrupted (Ctrl-C); nothing stays loaded") from exc
         except _core.NativeError as exc:
             reason = f": sd.cpp said: {'; '.join(said)}" if said else " (sd.cpp logged no error line)"
             raise LoadError(f"{exc}{reason}", sdcpp_errors=tuple(said)) from exc
+        finally:
+            bar.close()
 
     # --- lifecycle ----------------------------------------------------------------
     @property

@@ -141,3 +141,26 @@ class GenerationMonitor:
         return Timings(load=load, lora_loading=t.get("lora_loading"), text_encoding=t.get("text_encoding"), image_encoding=t.get("image_encoding"),
                        high_noise_sampling=t.get("high_noise_sampling"), sampling=t.get("sampling"),
                        vae_decode=t.get("vae_decode"), total=total)
+
+
+class LoadingBar:
+    """A "loading" bar from sd.cpp's progress while it reads the weights (tensors read of all)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+
+    # called by _core's progress trampoline (GIL held) while the context loads
+    def on_progress(self, step: int, steps: int, seconds: float) -> bool:
+        if self.enabled and steps > 0:
+            if self._bar is None or self._bar.total != steps:
+                self.close()
+                self._bar = tqdm(total=steps, desc="loading", unit="tensor", leave=True)
+            self._bar.update(max(0, step - self._bar.n))
+        return True
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
