@@ -225,3 +225,31 @@ def test_cli_generate_with_previews_codec_and_quality(tmp_path: Path, capsys: py
                                                           for s in (1, 2) for f in (0, 1)]
     info = wanpy.probe_video(out)
     assert info.codec == "vp8" and info.frame_count == 5 and info.request is not None
+
+
+def test_interpolation_spans_the_same_time_and_keeps_the_input_frames() -> None:
+    from wanpy.interpolate import interpolated_count
+
+    video = _video(9)
+    smooth = video.interpolate(32)
+    assert (smooth.num_frames, smooth.fps) == (17, Fraction(32)) and smooth.duration * 32 == 17
+    assert interpolated_count(9, Fraction(16), Fraction(24)) == video.interpolate(Fraction(24)).num_frames == 13
+    kept = smooth.frames[::2].astype(np.float64) - video.frames
+    assert 10 * np.log10(255**2 / np.mean(kept**2)) > 45  # the input frames pass through (4:4:4 round trip)
+    assert smooth.params["interpolated_from"] == "16"
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"interpolate": 16}, r"interpolate=16 must be above the video's 16 fps"),
+    ({"interpolate": 8}, r"must be above"),
+    ({"interpolate": 32, "num_frames": 1}, r"needs at least 2 frames"),
+    ({"interpolate": float("nan")}, r"fps must be finite"),
+])
+def test_interpolation_checked_before_anything_runs(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        wanpy.build_request("wan2.1-t2v-1.3b", "a fox", **{"num_frames": 5, **options})
+
+
+def test_interpolating_one_frame_refused() -> None:
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        _video(1).interpolate(32)

@@ -84,7 +84,7 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
 _REQUEST_OPTIONS = ("fps", "steps", "cfg_scale", "flow_shift", "seed", "sample_method", "scheduler",
                     "high_noise_steps", "high_noise_cfg_scale", "high_noise_sample_method", "high_noise_scheduler",
                     "moe_boundary", "negative_prompt", "init_image", "end_image", "align", "tile_size", "preview",
-                    "preview_every")
+                    "preview_every", "interpolate")
 
 
 def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -132,7 +132,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from wanpy.encode import check_output
     from wanpy.probe import probe_video
 
-    check_output(args.output, codec=args.codec, quality=args.quality)
+    check_output(args.output, codec=args.codec, quality=args.quality, fps=args.interpolate or args.fps)
     video = wanpy.generate_video(
         args.prompt, diffusion_model=args.diffusion_model, vae=args.vae, text_encoder=args.text_encoder,
         high_noise_diffusion_model=args.high_noise_diffusion_model, clip_vision=args.clip_vision,

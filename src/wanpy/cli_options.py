@@ -183,6 +183,8 @@ def _add_generate(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--preview", choices=("proj", "vae"), help="write per-step previews (needs --preview-dir)")
     p.add_argument("--preview-every", type=int, help="preview every N steps (default 1, with --preview)")
     p.add_argument("--preview-dir", type=Path, help="an existing folder for the previews: one PNG per frame")
+    p.add_argument("--interpolate", type=float, metavar="FPS",
+                   help="write the video at this higher fps, in-between frames by motion-compensated interpolation")
     p.add_argument("--codec", help="the output's codec: vp9 or vp8 (.webm), h264 (.mp4) (default: the first)")
     p.add_argument("--quality", type=int, help="0-100, higher is better (default: 60; none for .gif)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

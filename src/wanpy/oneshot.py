@@ -61,7 +61,8 @@ def generate_video(prompt: str, *, diffusion_model: PathArg, vae: PathArg, text_
     check_previews(request, callback)
     check_parse_stack(request.prompt, request.negative_prompt)
     if output is not None:
-        check_output(output)  # a missing or unwritable place fails now, not after the generation
+        # a missing or unwritable place, or a rate the container cannot keep, fails now, not after the generation
+        check_output(output, fps=request.interpolate or request.fps)
     dit_path = os.fspath(diffusion_model)
     choice = None
     if request.fit == "auto":

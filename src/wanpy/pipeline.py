@@ -308,9 +308,11 @@ class WanPipeline:
         frames = self._run(request, monitor, stop)
         if request.high_noise is not None:
             record["high_noise_steps_run"] = monitor.steps_seen.get("high_noise_sampling", 0)
-        timings = monitor.result(load=None, total=time.perf_counter() - t_start)
-        return Video(frames=frames, fps=request.fps, seed=request.seed, params=self._params(request, record),
-                     timings=timings, request=request)
+        video = Video(frames=frames, fps=request.fps, seed=request.seed, params=self._params(request, record),
+                      request=request)
+        if request.interpolate is not None:
+            video = video.interpolate(request.interpolate)
+        return dataclasses.replace(video, timings=monitor.result(load=None, total=time.perf_counter() - t_start))
 
     def _own_request(self, prompt: str | GenerationRequest, options: Mapping[str, Any]) -> GenerationRequest:
         if not isinstance(prompt, GenerationRequest):

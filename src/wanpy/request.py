@@ -66,7 +66,9 @@ class RequestOptions(TypedDict, total=False):
     the cheapest memory settings that fit; ``preflight=False`` skips the memory check.
     ``preview`` ("proj": the latents projected to RGB, at latent resolution; "vae": decoded,
     at full resolution) delivers ``Progress.preview`` frames to the callback every
-    ``preview_every`` steps (of the denoised latents; ``preview_noisy``: the noisy ones)."""
+    ``preview_every`` steps (of the denoised latents; ``preview_noisy``: the noisy ones).
+    ``interpolate``: a higher fps the video is brought to by motion-compensated frame
+    interpolation after decoding (``Video.interpolate``)."""
 
     negative_prompt: str
     width: int | None
@@ -99,6 +101,7 @@ class RequestOptions(TypedDict, total=False):
     preview: Literal["proj", "vae"] | None
     preview_every: int
     preview_noisy: bool
+    interpolate: float | Fraction | None
 
 
 OPTION_NAMES = frozenset(RequestOptions.__optional_keys__)
@@ -156,6 +159,7 @@ class GenerationRequest:
     preview: str | None = None
     preview_every: int = 1
     preview_noisy: bool = False
+    interpolate: Fraction | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable record: fps as a string ("16", "30000/1001"), images as their
@@ -172,6 +176,8 @@ class GenerationRequest:
         }
         if self.preview is not None:
             out.update(preview_every=self.preview_every, preview_noisy=self.preview_noisy)
+        if self.interpolate is not None:
+            out["interpolate"] = str(self.interpolate)
         if self.high_noise is not None:
             hn = self.high_noise
             out.update(moe_boundary=hn.moe_boundary, high_noise_steps="auto" if hn.steps is None else hn.steps,
@@ -225,7 +231,7 @@ def build_request(family: str | WanFamily, prompt: str, *,
         raise ValueError("fit='auto' chooses settings from the pre-flight: it cannot run with preflight=False")
     preview, preview_every, preview_noisy = _previews(options, steps)
     return GenerationRequest(
-        preview=preview, preview_every=preview_every, preview_noisy=preview_noisy, family=fam, prompt=prompt, negative_prompt=negative_prompt, width=shape[0], height=shape[1],
+        interpolate=_interpolate(o("interpolate"), shape[3], shape[2]), preview=preview, preview_every=preview_every, preview_noisy=preview_noisy, family=fam, prompt=prompt, negative_prompt=negative_prompt, width=shape[0], height=shape[1],
         num_frames=shape[2], fps=shape[3], steps=steps, cfg_scale=cfg, flow_shift=shift,
         sample_method=sample_method, scheduler=scheduler, seed=check_seed(o("seed")),
         loras=check_loras(o("loras", ()), fam, model_files), high_noise=_high_noise(fam, options, steps, sample_method,
@@ -244,6 +250,17 @@ def _previews(options: Mapping[str, Any], steps: int) -> tuple[str | None, int, 
         return None, 1, False
     every = check_int("preview_every", options.get("preview_every", 1), minimum=1, maximum=steps)
     return preview, every, check_bool("preview_noisy", options.get("preview_noisy", False))
+
+
+def _interpolate(new_fps: Any, fps: Fraction, num_frames: int) -> Fraction | None:
+    if new_fps is None:
+        return None
+    target = check_fps(new_fps, maximum=1000)
+    if target <= fps:
+        raise ValueError(f"interpolate={new_fps} must be above the video's {fps} fps (interpolation adds frames)")
+    if num_frames < 2:
+        raise ValueError("interpolate needs at least 2 frames to interpolate between; num_frames is 1")
+    return target
 
 
 def _given(value: Any, default: Any) -> Any:
