@@ -233,12 +233,7 @@ class WanPipeline:
         raising or Ctrl-C stop the generation with ``wanpy.Cancelled`` (the pipeline stays
         usable).
         """
-        if self._ctx is None:
-            raise GenerationError("this pipeline is closed")
-        bars = check_bool("progress", progress)
-        _check_callback(callback)
-        request = self._own_request(prompt, options)
-        check_previews(request, callback)
+        request, bars = self._checked_call(prompt, progress, callback, options)
         with self._stop_event() as stop:
             return self._generate(request, bars, callback, stop)
 
@@ -249,12 +244,7 @@ class WanPipeline:
         cancelling the awaiting task stops the native run at its next step (the task's
         ``CancelledError`` is raised once sd.cpp has returned, so the next generation can start).
         Values are checked before anything runs, on the calling thread."""
-        if self._ctx is None:
-            raise GenerationError("this pipeline is closed")
-        bars = check_bool("progress", progress)
-        _check_callback(callback)
-        request = self._own_request(prompt, options)
-        check_previews(request, callback)
+        request, bars = self._checked_call(prompt, progress, callback, options)
         with self._stop_event() as stop:
             work = asyncio.get_running_loop().run_in_executor(None, self._generate, request, bars, callback, stop)
             try:
@@ -264,6 +254,18 @@ class WanPipeline:
                 with contextlib.suppress(Exception):
                     await work  # sd.cpp stops at its next step; the lock is free again after
                 raise
+
+    def _checked_call(self, prompt: str | GenerationRequest, progress: Any, callback: Any,
+                      options: Mapping[str, Any]) -> tuple[GenerationRequest, bool]:
+        """A generation's request and bar flag, every value checked before anything runs."""
+        if self._ctx is None:
+            raise GenerationError("this pipeline is closed")
+        bars = check_bool("progress", progress)
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        request = self._own_request(prompt, options)
+        check_previews(request, callback)
+        return request, bars
 
     def cancel(self) -> None:
         """Stop every generation of this pipeline that is running or waiting to run, at its next
@@ -382,11 +384,6 @@ class WanPipeline:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"loaded on {self.device.name}"
         return f"<WanPipeline {self.family.name} {state}>"
-
-
-def _check_callback(callback: Any) -> None:
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
 
 
 def check_previews(request: GenerationRequest, callback: Any) -> None:
