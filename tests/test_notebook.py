@@ -83,7 +83,12 @@ def test_quickstart_notebook_runs_in_a_real_kernel() -> None:
     shown = [o for o in _outputs(video) if o.get("output_type") == "execute_result"][0]["data"]["text/html"]
     assert "data:video/webm;base64," in shown and "<video" in shown
     bars = [o for o in _outputs(video) if WIDGET in o.get("data", {})]
-    assert len(bars) == 1  # one pass of sampling, one widget bar
+    assert len(bars) == 2  # one widget bar per phase: sampling, VAE decode
+    live = [o for o in _outputs(code[5]) if WIDGET in o.get("data", {})]
+    assert len(live) == 1  # the live preview: one widget, updated in place
+    states = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    labels = [m["state"].get("value") for m in states.values() if m.get("model_name") == "LabelModel"]
+    assert "sampling: step 2 of 2" in labels  # it followed the previews to the last step
 
 
 @pytest.mark.slow

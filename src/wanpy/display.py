@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,10 +15,11 @@ from wanpy.units import format_bytes
 
 if TYPE_CHECKING:
     from wanpy.memory.report import Preflight
+    from wanpy.progress import Progress
     from wanpy.system import SystemInfo
     from wanpy.video import Video
 
-__all__ = ["MAX_EMBED_BYTES", "preflight_html", "system_html", "video_html"]
+__all__ = ["MAX_EMBED_BYTES", "live_preview", "preflight_html", "system_html", "video_html"]
 
 # A notebook keeps what it shows: past this the clip is not embedded, its first frame is shown
 # with the way to see it
@@ -84,3 +85,25 @@ def system_html(info: SystemInfo) -> str:
     return (f"<div><b>wanpy {html.escape(info.wanpy_version)}</b>, backend {html.escape(info.backend)}, "
             f"stable-diffusion.cpp {html.escape(info.sdcpp_version)} ({html.escape(info.sdcpp_source)})"
             f"{devices}{env}{'<ul>' + warnings + '</ul>' if warnings else ''}</div>")
+
+
+def live_preview() -> Callable[[Progress], None]:
+    """A ``callback=`` for a notebook: one image, updated in place with each preview's middle
+    frame (generate with ``preview="proj"`` or ``"vae"``). Needs ipywidgets."""
+    try:
+        import ipywidgets
+        from IPython.display import display
+    except ImportError as exc:
+        raise ImportError("wanpy.display.live_preview needs ipywidgets (pip install ipywidgets)") from exc
+    image = ipywidgets.Image(format="png")
+    label = ipywidgets.Label("waiting for the first preview (generate with preview='proj' or 'vae')")
+    display(ipywidgets.VBox([label, image]))  # type: ignore[no-untyped-call]
+
+    def show(progress: Progress) -> None:
+        if progress.preview is not None:
+            frames = progress.preview
+            image.value = base64.b64decode(_png(frames[len(frames) // 2]))
+            label.value = f"{progress.phase.replace('_', ' ')}: step {progress.step} of {progress.steps}"
+
+    return show
+

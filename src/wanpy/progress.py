@@ -116,6 +116,11 @@ class GenerationMonitor:
                     self._next_phase("sampling")
                 elif key == "sampling":
                     self._next_phase("vae_decode")
+                    if self.bars:  # an untiled decode reports no steps: one step, the whole decode
+                        self._update_bar(0, 1)
+                elif key == "vae_decode" and self._bar is not None:
+                    self._bar.update(self._bar.total - self._bar.n)
+                    self._close_bar()
 
     def _next_phase(self, phase: str) -> None:
         self._close_bar()
