@@ -24,7 +24,6 @@ import contextlib
 import errno
 import logging
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -51,6 +50,7 @@ from wanpy.formats import (
     check_rate,
     codec_args,
     make_plan,
+    metadata_args,
 )
 from wanpy.paths import check_output_path, printable, temp_path_for
 from wanpy.probe import ffmpeg_exe, ffmpeg_path_arg
@@ -450,26 +450,6 @@ def save_video(path: str | os.PathLike[str], frames: np.ndarray | Iterable[np.nd
     _check_frames_arg(frames)
     writer = VideoWriter(path, fps=fps, codec=codec, quality=quality, pad=pad, convert=convert, metadata=metadata)
     return _write_all(writer, frames)
-
-
-_METADATA_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
-
-
-def metadata_args(ext: str, metadata: Mapping[str, str] | None) -> list[str]:
-    """ffmpeg's ``-metadata`` arguments for container tags, checked: keys are identifiers (as
-    every container spells them), values text without NUL."""
-    if not metadata:
-        return []
-    if ext == ".gif":
-        raise ValueError("metadata: GIF files store no tags; write .webm or .mp4")
-    args: list[str] = []
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not _METADATA_KEY.fullmatch(key):
-            raise ValueError(f"metadata: key {key!r} must be a letter then letters, digits or _ (at most 64)")
-        if not isinstance(value, str) or "\x00" in value or "\n" in value:
-            raise ValueError(f"metadata[{key!r}] must be one line of text without NUL")
-        args += ["-metadata", f"{key}={value}"]
-    return args
 
 
 def check_output(path: str | os.PathLike[str], *, fps: FpsLike | None = None, codec: str | None = None,

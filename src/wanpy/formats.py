@@ -43,7 +43,9 @@ import dataclasses
 import functools
 import numbers
 import os
+import re
 import subprocess
+from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
@@ -289,3 +291,23 @@ def codec_args(plan: Plan, exe: str) -> list[str]:
     if plan.codec == "gif":
         return ["-vf", "split[a][b];[a]palettegen[p];[b][p]paletteuse", "-c:v", "gif"]
     raise AssertionError(plan.codec)  # pragma: no cover - check_codec prevents it
+
+
+_METADATA_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+
+
+def metadata_args(ext: str, metadata: Mapping[str, str] | None) -> list[str]:
+    """ffmpeg's ``-metadata`` arguments for container tags, checked: keys are identifiers (as
+    every container spells them), values text without NUL."""
+    if not metadata:
+        return []
+    if ext == ".gif":
+        raise ValueError("metadata: GIF files store no tags; write .webm or .mp4")
+    args: list[str] = []
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not _METADATA_KEY.fullmatch(key):
+            raise ValueError(f"metadata: key {key!r} must be a letter then letters, digits or _ (at most 64)")
+        if not isinstance(value, str) or "\x00" in value or "\n" in value:
+            raise ValueError(f"metadata[{key!r}] must be one line of text without NUL")
+        args += ["-metadata", f"{key}={value}"]
+    return args
