@@ -34,18 +34,27 @@ def _is_type_checking(node: ast.AST) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _imported_top_level_modules(root: Path) -> dict[str, list[str]]:
+def _is_optional(node: ast.AST) -> bool:
+    """``try: import x`` ... ``except ImportError``: an optional dependency, an extra's business."""
+    return isinstance(node, ast.Try) and any(
+        isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError") for h in node.handlers)
+
+
+def _imported_top_level_modules(root: Path, *, optional: bool = False) -> dict[str, list[str]]:
     """Top-level module -> files importing it at run time, over every .py under root.
 
-    Absolute imports only; those under ``if TYPE_CHECKING:`` are for the type checker.
+    Absolute imports only; those under ``if TYPE_CHECKING:`` are for the type checker. Imports
+    guarded by ``except ImportError`` are optional: returned (only) with ``optional=True``.
     """
     found: dict[str, list[str]] = {}
     for path in sorted(root.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         checker_only = {id(n) for block in ast.walk(tree) if _is_type_checking(block)
                         for stmt in block.body for n in ast.walk(stmt)}
+        guarded = {id(n) for block in ast.walk(tree) if _is_optional(block)
+                   for stmt in block.body for n in ast.walk(stmt)}
         for node in ast.walk(tree):
-            if id(node) in checker_only:
+            if id(node) in checker_only or (id(node) in guarded) != optional:
                 continue
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -73,6 +82,17 @@ def test_runtime_dependencies_are_exactly_what_the_package_imports():
         f"declared but never imported: {sorted(declared - needed)}; "
         f"imported but not declared: {sorted(needed - declared)} (imports: {imported})"
     )
+
+
+def test_optional_imports_are_declared_in_an_extra():
+    optional = {name for name in _imported_top_level_modules(SRC, optional=True)
+                if name not in sys.stdlib_module_names and name != "wanpy"}
+    assert optional, "wanpy has optional imports (wanpy.display's ipywidgets): the scan found none"
+    dists_of = importlib.metadata.packages_distributions()
+    extras = {_name(req) for req in importlib.metadata.requires("wanpy") or [] if "extra ==" in req}
+    missing = {name for name in optional if not {_name(d) for d in dists_of.get(name, [name])} & extras}
+    # IPython comes with ipywidgets
+    assert missing <= {"IPython"}, f"optional imports in no extra: {sorted(missing)}"
 
 
 def test_test_only_readers_are_in_the_test_extra_not_the_runtime():
