@@ -243,7 +243,7 @@ def test_interpolation_spans_the_same_time_and_keeps_the_input_frames() -> None:
     ({"interpolate": 16}, r"interpolate=16 must be above the video's 16 fps"),
     ({"interpolate": 8}, r"must be above"),
     ({"interpolate": 32, "num_frames": 1}, r"needs at least 2 frames"),
-    ({"interpolate": float("nan")}, r"fps must be finite"),
+    ({"interpolate": float("nan")}, r"fps must be a finite number"),
 ])
 def test_interpolation_checked_before_anything_runs(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):

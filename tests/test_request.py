@@ -49,7 +49,7 @@ BAD_VALUES = [
     ({"sample_method": "nope"}, ValueError, r"sample_method 'nope' is not one of"),
     ({"scheduler": "ays"}, ValueError, r"scheduler 'ays' has no schedule for Wan"),
     ({"cfg_scale": 10**400}, ValueError, r"cfg_scale is too large"),
-    ({"fps": float("inf")}, ValueError, r"fps must be finite"),
+    ({"fps": float("inf")}, ValueError, r"fps must be a finite number"),
     ({"align": "sideways", "num_frames": 5}, ValueError, r"align must be 'down', 'up' or None"),
     ({"vae_tiling": "yes"}, TypeError, r"vae_tiling must be True or False"),
     ({"tile_size": (16, 16)}, ValueError, r"tile_size=\(16, 16\) needs vae_tiling=True"),

@@ -67,7 +67,12 @@ def check_fps(fps: Any, *, maximum: int | None = None) -> Fraction:
     if isinstance(fps, numbers.Rational):
         value = Fraction(int(fps.numerator), int(fps.denominator))
     else:
-        as_float = check_float("fps", fps)
+        try:
+            as_float = float(fps)
+        except OverflowError:
+            raise ValueError(f"fps is too large: {_short(fps)} does not fit a float") from None
+        if not math.isfinite(as_float):
+            raise ValueError(f"fps must be a finite number, got {fps!r}")
         value = Fraction(repr(as_float))
     if maximum is not None and not 0 < value <= maximum:
         raise ValueError(f"fps must be in (0, {maximum}], got {fps}")
