@@ -201,17 +201,17 @@ def check_tiles(tile_size: Any, tile_overlap: Any, *, vae_tiling: bool, width: i
     overlap = check_float("tile_overlap", tile_overlap, minimum=0, maximum=MAX_TILE_OVERLAP)
     if tile_size is None:
         return None, overlap
-    if not vae_tiling and not tiling_may_follow:
-        raise ValueError(f"tile_size={tile_size!r} needs vae_tiling=True (without tiling sd.cpp would ignore it)")
     if isinstance(tile_size, (str, bytes)) or not isinstance(tile_size, Sequence) or len(tile_size) != 2:
         raise ValueError(f"tile_size must be (x, y) in latent pixels, got {tile_size!r}")
     out = []
     for axis, (label, pixels) in enumerate((("width", width), ("height", height))):
         latent = pixels // spatial_scale
+        out.append(check_int(f"tile_size[{axis}]", tile_size[axis], minimum=MIN_TILE, maximum=max(MIN_TILE, latent)))
         if latent < MIN_TILE:
             raise ValueError(f"tile_size: the latent {label} is {latent} ({label} {pixels} / {spatial_scale}), "
                              f"less than the smallest tile sd.cpp makes ({MIN_TILE}): use vae_tiling=False")
-        out.append(check_int(f"tile_size[{axis}]", tile_size[axis], minimum=MIN_TILE, maximum=latent))
+    if not vae_tiling and not tiling_may_follow:
+        raise ValueError(f"tile_size={tile_size!r} needs vae_tiling=True (without tiling sd.cpp would ignore it)")
     return (out[0], out[1]), overlap
 
 
