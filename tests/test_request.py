@@ -127,7 +127,7 @@ def test_images_follow_one_rule(tmp_path: Path) -> None:
     rgba = Image.new("RGBA", (16, 16), (255, 0, 0, 0))
     rgba.save(tmp_path / "rgba.png")
     for image in (rgba, tmp_path / "rgba.png"):
-        with pytest.raises(ValueError, match="mode RGBA"):
+        with pytest.raises(ValueError, match="mode must be RGB, got RGBA"):
             build_request("wan2.2-ti2v-5b", "a fox", width=32, height=32, num_frames=5, init_image=image)
     grey = Image.new("L", (32, 32), 7)
     grey.save(tmp_path / "grey.png")

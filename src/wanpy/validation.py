@@ -259,9 +259,9 @@ def _pil_to_array(name: str, image: Any, origin: str) -> np.ndarray:
     if mode == "P" and "transparency" in image.info:
         mode = "P with transparency"
     if mode not in _LOSSLESS_TO_RGB:
-        raise ValueError(f"{name}: {origin} has mode {mode}; wanpy takes RGB, greyscale (L) or an opaque palette "
-                         "(P): flatten or convert it yourself (e.g. onto a background: transparent pixels "
-                         "would otherwise reach the model as whatever colour they hold)")
+        raise ValueError(f"{name}: PIL image mode must be RGB, got {mode} (convert('RGB') it), in {origin}; greyscale "
+                         "(L) and opaque palettes (P) are converted losslessly; flatten an alpha channel onto a "
+                         "background first, or its transparent pixels reach the model as whatever colour they hold")
     return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
 
