@@ -14,7 +14,10 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <pthread.h>
+
 #include <atomic>
+#include <new>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -190,6 +193,25 @@ void preview_trampoline(int step, int frame_count, sd_image_t* frames, bool is_n
         g_route.cancelled = true;
     }
 }
+
+// A child forked while another thread of its parent was inside sd.cpp inherits that thread's
+// locks held, by a thread that does not exist in the child: its first load would be refused
+// ("another wanpy call is already running") or wait forever. The child starts afresh: new
+// locks, no route (the parent's callables are left to the parent; their references leak).
+void reset_after_fork() {
+    new (&g_route_mutex) std::mutex();
+    new (&g_ggml_mutex) std::mutex();
+    g_ggml_line.clear();
+    g_route.fn = nullptr;
+    g_route.may_cancel = false;
+    g_route.cancelled  = false;
+    (void)g_route.raised.release();
+    g_preview_fn = nullptr;
+    g_route_active.store(false);
+    g_interrupted.store(false);
+    g_loading_tensors.store(false);
+}
+const int g_fork_handler = pthread_atfork(nullptr, nullptr, reset_after_fork);
 
 }  // namespace
 

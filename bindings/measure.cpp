@@ -12,6 +12,10 @@
 // the process (as the GIL had them): arguments are converted before, results after.
 #include "wanpy_core.h"
 
+#include <pthread.h>
+
+#include <new>
+
 #include <pybind11/stl.h>
 
 #include <functional>
@@ -184,6 +188,8 @@ Record as_record(const Measured& m) {
 // Runs fn without the GIL, one measurement at a time (the lock is taken without the GIL:
 // sd.cpp logs, and the log sink needs the GIL back). Python objects stay untouched.
 std::mutex g_measure_mutex;
+// a child forked mid-measurement would inherit the lock held (see callbacks.cpp)
+const int g_measure_fork_handler = pthread_atfork(nullptr, nullptr, [] { new (&g_measure_mutex) std::mutex(); });
 template <class Fn>
 auto measuring(Fn&& fn) {
     py::gil_scoped_release release;
