@@ -41,10 +41,7 @@ def check_float(name: str, value: Any, *, minimum: float | None = None, maximum:
                 exclusive_minimum: bool = False, exclusive_maximum: bool = False) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    try:
-        number = float(value)
-    except OverflowError:
-        raise ValueError(f"{name} is too large: {_short(value)} does not fit a float") from None
+    number = _to_float(name, value)
     if not math.isfinite(number):
         raise ValueError(f"{name} must be finite, got {number}")
     if minimum is not None and (number <= minimum if exclusive_minimum else number < minimum):
@@ -52,6 +49,13 @@ def check_float(name: str, value: Any, *, minimum: float | None = None, maximum:
     if maximum is not None and (number >= maximum if exclusive_maximum else number > maximum):
         raise ValueError(f"{name} must be {'<' if exclusive_maximum else '<='} {maximum}, got {number}")
     return number
+
+
+def _to_float(name: str, value: Any) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is too large: {_short(value)} does not fit a float") from None
 
 
 def _short(value: Any) -> str:
@@ -67,10 +71,7 @@ def check_fps(fps: Any, *, maximum: int | None = None) -> Fraction:
     if isinstance(fps, numbers.Rational):
         value = Fraction(int(fps.numerator), int(fps.denominator))
     else:
-        try:
-            as_float = float(fps)
-        except OverflowError:
-            raise ValueError(f"fps is too large: {_short(fps)} does not fit a float") from None
+        as_float = _to_float("fps", fps)
         if not math.isfinite(as_float):
             raise ValueError(f"fps must be a finite number, got {fps!r}")
         value = Fraction(repr(as_float))
