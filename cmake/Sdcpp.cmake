@@ -52,6 +52,10 @@ find_program(WANPY_CCACHE ccache)
 if(WANPY_CCACHE AND NOT CMAKE_CXX_COMPILER_LAUNCHER)
   set(CMAKE_C_COMPILER_LAUNCHER "${WANPY_CCACHE}")
   set(CMAKE_CXX_COMPILER_LAUNCHER "${WANPY_CCACHE}")
+  # ggml's own ccache rule covers every language but stands back once a launcher is set: the
+  # CUDA and HIP kernels (most of a GPU build's time) need theirs named too
+  set(CMAKE_CUDA_COMPILER_LAUNCHER "${WANPY_CCACHE}")
+  set(CMAKE_HIP_COMPILER_LAUNCHER "${WANPY_CCACHE}")
 endif()
 
 # Static libraries linked into a shared module must be position independent.

@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
+import os
 
 import pytest
 
 import wanpy
-from wanpy import _core, _logging
+from wanpy import _core, _logging, system
 from wanpy.system import backend_warnings, Device, resolve_device
 
 
@@ -69,11 +70,30 @@ def test_fabricated_variable_is_flagged_unknown(python_subprocess):
     assert "GGML_VK_FORCE_CONCURRENT is set but nothing in this wanpy build" in result.stderr
 
 
+@pytest.mark.parametrize("backend,runtime_var", [("cuda", "CUDA_VISIBLE_DEVICES"), ("hip", "HIP_VISIBLE_DEVICES"),
+                                                  ("hip", "ROCBLAS_USE_HIPBLASLT")])
+def test_environment_report_knows_each_gpu_runtime(monkeypatch, caplog, backend, runtime_var):
+    # what the CUDA or ROCm runtime reads is reported as such on that build, and as read by nothing
+    # on another; a name nobody reads is UNKNOWN and logged (CUDA_HOME: build tools read it, not programs)
+    for name in [n for n in os.environ if n.startswith(system.ENV_PREFIXES)]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv(runtime_var, "0")
+    monkeypatch.setenv("CUDA_HOME", "/usr/local/cuda")
+    report = {v.name: v.status for v in system.environment_report(backend)}
+    assert report == {runtime_var: "runtime", "CUDA_HOME": "unknown"}
+    assert "CUDA_HOME is set but nothing in this wanpy build" in caplog.text
+    other = {v.name: v.status for v in system.environment_report("vulkan")}
+    assert other[runtime_var] == "unknown"
+
+
 def test_gpu_build_without_gpu_says_so():
     cpu = Device(index=0, name="CPU", description="x", type="cpu", backend="CPU", total_memory=1, free_memory=1)
     (warning,) = backend_warnings("vulkan", [cpu])
     assert "built for vulkan but found no usable vulkan device" in warning
     assert backend_warnings("cpu", [cpu]) == ()
+    for backend in ("cuda", "hip"):
+        (warning,) = backend_warnings(backend, [cpu])
+        assert f"built for {backend} but found no usable {backend} device: generation would run on the CPU" in warning
 
 
 def _device(index, type_, backend):

@@ -151,3 +151,35 @@ def test_the_sdist_holds_what_a_build_from_it_needs_and_nothing_fetched(tmp_path
                      if m.startswith(("extern/stable-diffusion.cpp/", "extern/downloads/", "build/", ".venv"))
                      or m.endswith((".so", ".gguf", ".safetensors")))
     assert not fetched
+
+
+def test_the_cuda_extra_matches_the_toolchain_the_backend_check_compiles_with():
+    # scripts/check_backend_build.sh cuda compiles with these wheels; the `cuda` extra must bring the
+    # same CUDA major's runtime and cuBLAS, in the folder the module's RPATH names
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for line in (REPO / "scripts" / "backends" / "cuda-toolchain.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.strip().split("==")
+            pins[name] = version
+    majors = {v.split(".")[0] for v in pins.values()}
+    assert len(majors) == 1, pins
+    extra = [Requirement(r) for r in importlib.metadata.requires("wanpy") or []
+             if re.search(r"""extra == ['"]cuda['"]""", r)]
+    assert {r.name for r in extra} == {"nvidia-cuda-runtime", "nvidia-cublas"}
+    for req in extra:
+        assert req.specifier.contains(pins[req.name]), (req, pins[req.name])
+    (major,) = majors
+    assert f'INSTALL_RPATH "$ORIGIN/../nvidia/cu{major}/lib"' in (REPO / "CMakeLists.txt").read_text()
+
+
+def test_the_backend_check_names_what_it_builds(tmp_path):
+    import subprocess
+
+    result = subprocess.run(["bash", str(REPO / "scripts" / "check_backend_build.sh"), "vulkan"],
+                            capture_output=True, text=True, env={"PATH": "/usr/bin:/bin",
+                                                                 "WANPY_BACKEND_CHECK_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert "usage:" in result.stderr and "cuda|hip" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing made for a backend it does not check

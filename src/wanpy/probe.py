@@ -25,8 +25,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import imageio_ffmpeg
-
 from wanpy.errors import EncodeError
 from wanpy.paths import check_input_file, printable
 
@@ -37,6 +35,8 @@ logger = logging.getLogger("wanpy")
 
 def ffmpeg_exe() -> str:
     """The ffmpeg executable wanpy runs (imageio-ffmpeg's, or ``IMAGEIO_FFMPEG_EXE``)."""
+    import imageio_ffmpeg  # here, not at import: generating frames needs no ffmpeg
+
     try:
         return str(imageio_ffmpeg.get_ffmpeg_exe())
     except RuntimeError as exc:  # no bundled binary and none configured

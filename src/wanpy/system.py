@@ -25,7 +25,7 @@ DeviceType = Literal["cpu", "gpu", "igpu", "accel", "unknown"]
 EnvStatus = Literal["read", "runtime", "wanpy", "unknown"]
 
 # Prefixes whose variables are reported; anything set under them is classified.
-ENV_PREFIXES = ("GGML_", "SD_", "VK_", "HSA_", "HIP_", "ROCR_", "WANPY_")
+ENV_PREFIXES = ("GGML_", "SD_", "VK_", "HSA_", "HIP_", "ROCR_", "ROCBLAS_", "CUDA_", "WANPY_")
 
 # Variables read by the GPU runtimes themselves (loader/driver), not by compiled
 # sources. They depend on the backend the module was built for.
@@ -36,18 +36,28 @@ RUNTIME_ENV = {
         "VK_LOADER_LAYERS_DISABLE", "VK_LOADER_DRIVERS_SELECT", "VK_LOADER_DRIVERS_DISABLE",
         "VK_LOADER_DEVICE_SELECT", "VK_LOADER_DISABLE_INST_EXT_FILTER",
     }),
+    # ROCm's runtime (HIP, ROCr) and rocBLAS, which ggml-hip's matrix products call
     "hip": frozenset({
         "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HSA_OVERRIDE_GFX_VERSION",
-        "HSA_ENABLE_SDMA", "HSA_XNACK", "HIP_LAUNCH_BLOCKING",
+        "HSA_ENABLE_SDMA", "HSA_XNACK", "HIP_LAUNCH_BLOCKING", "HIP_FORCE_SPIRV_CODEOBJECT",
+        "ROCBLAS_USE_HIPBLASLT", "ROCBLAS_LAYER", "ROCBLAS_TENSILE_LIBPATH",
     }),
-    "cuda": frozenset(),
+    # the CUDA runtime and driver (the CUDA C++ Programming Guide's environment variables)
+    "cuda": frozenset({
+        "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "CUDA_LAUNCH_BLOCKING", "CUDA_MODULE_LOADING",
+        "CUDA_CACHE_PATH", "CUDA_CACHE_DISABLE", "CUDA_CACHE_MAXSIZE", "CUDA_FORCE_PTX_JIT",
+        "CUDA_DISABLE_PTX_JIT", "CUDA_FORCE_JIT", "CUDA_DISABLE_JIT", "CUDA_DEVICE_MAX_CONNECTIONS",
+        "CUDA_AUTO_BOOST", "CUDA_MANAGED_FORCE_DEVICE_ALLOC", "CUDA_MODULE_DATA_LOADING",
+    }),
     "cpu": frozenset(),
     "metal": frozenset(),
 }
 
 # wanpy's own variables (documented in the README), and those of its build/test scripts.
 WANPY_ENV = frozenset({"WANPY_MODEL_CACHE", "WANPY_SDCPP_DIR", "WANPY_TEST_VULKAN", "WANPY_VULKAN_CMAKE_ARGS",
-                       "WANPY_VULKAN_DIR", "WANPY_DEBIAN_MIRROR"})
+                       "WANPY_VULKAN_DIR", "WANPY_DEBIAN_MIRROR", "WANPY_TEST_BACKENDS", "WANPY_BACKEND_CHECK_DIR",
+                       "WANPY_CHECK_FRESH", "WANPY_CHECK_STOP_AFTER", "WANPY_CUDA_ARCHS", "WANPY_HIP_TARGETS",
+                       "WANPY_BUILD_JOBS"})
 
 GPU_BACKENDS = frozenset({"vulkan", "cuda", "hip", "metal"})
 
@@ -144,7 +154,8 @@ class SystemInfo:
         ]
         lines += ["  " + str(d).replace("\n", "\n  ") for d in self.devices] or ["  (none)"]
         lines.append("environment:")
-        lines += [f"  {v}" for v in self.environment] or ["  (no GGML_*, SD_*, VK_*, HSA_*, HIP_*, ROCR_*, WANPY_* set)"]
+        lines += [f"  {v}" for v in self.environment] or [
+            "  (no " + ", ".join(p + "*" for p in ENV_PREFIXES) + " set)"]
         lines.append(f"variables this build reads: {', '.join(self.env_vars_read)}")
         lines += [f"WARNING: {w}" for w in self.warnings]
         return "\n".join(lines)
