@@ -5,8 +5,8 @@ Run by ``bench/gpu_check.sh`` (which installs the carried wheels and finds the C
 ``--dry`` runs the same code on this machine's CPU build at tiny sizes, so the one GPU run is
 not spent on a typo.
 
-For each (frames, flash attention) case at one size, with the random-weight Wan2.1-T2V-1.3B set
-(F16 DiT, Wan2.1 VAE, no text encoder), ``--steps`` steps:
+For each (frames, flash attention) case at one size, with a random-weight set of the kit (default
+Wan2.1-T2V-1.3B, F16 DiT, its VAE, no text encoder), ``--steps`` steps:
   - seconds per sampling step and VAE-decode seconds (sd.cpp's own timings);
   - the compute buffers sd.cpp logs ("<runner> compute buffer size: X MB") against the pre-flight's
     predicted compute buffers, runner by runner;
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = gpus[0] if gpus else next(d for d in info.devices if d.type == "cpu")
     width, height = args.size
     t0 = time.perf_counter()
-    models = make_model_set(Path(args.models), variant="wan2.1-t2v-1.3b", dtype=args.dtype, seed=0)
+    models = make_model_set(Path(args.models), variant=args.variant, dtype=args.dtype, seed=0)
     write_s = time.perf_counter() - t0
     print(f"model set written in {write_s:.1f} s: {models.diffusion_model}", flush=True)
 
@@ -95,12 +95,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "dry": args.dry,
         "host": platform.node(), "python": sys.version.split()[0], "backend": info.backend,
         "device": {"name": device.name, "description": device.description, "total_memory": device.total_memory},
-        "sdcpp": info.sdcpp_version, "wanpy": info.wanpy_version, "model": f"wan2.1-t2v-1.3b {args.dtype}",
+        "sdcpp": info.sdcpp_version, "wanpy": info.wanpy_version, "model": f"{args.variant} {args.dtype}",
         "size": f"{width}x{height}", "steps": args.steps, "model_write_seconds": round(write_s, 2), "cases": [],
     }
     poller = DevicePoller(device.index)
     with poller:
-        for fa in (False, True):
+        for fa in args.flash_attention:
             baseline = poller.used()
             load_lines: list[str] = []
             t_load = time.monotonic()
@@ -112,9 +112,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     report = wanpy.preflight(models.diffusion_model, vae=models.vae, width=width, height=height,
                                              num_frames=frames, flash_attention=fa, device=device, suggest=False)
                     lines: list[str] = []
+                    marks: dict[str, float] = {}  # when sd.cpp logged the end of sampling and of the decode
+
+                    def observe(source: str, level: str, text: str, lines: list[str] = lines,
+                                marks: dict[str, float] = marks) -> None:
+                        lines.append(text)
+                        if text.startswith("sampling completed"):
+                            marks["sampled"] = time.monotonic()
+                        elif text.startswith("decode_first_stage completed"):
+                            marks["decoded"] = time.monotonic()
+
                     t_gen = time.monotonic()
                     try:
-                        with _logging.observe(lambda source, level, text: lines.append(text)):
+                        with _logging.observe(observe):
                             video = pipe.generate_video("a red fox running through snow", width=width,
                                                         height=height, num_frames=frames, steps=args.steps,
                                                         seed=1, progress=False)
@@ -142,6 +152,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "baseline_used": baseline, "samples": len(poller.samples),
                     })
                     case["peak_ratio"] = case["real_peak"] / report.peak if report.peak else None
+                    # per phase, between the log lines that end sampling and the decode
+                    t_vae, t_dec = marks.get("sampled", t_end), marks.get("decoded", t_end)
+                    predicted_phase = {p.phase: p.device for p in report.phases}
+                    case["phases"] = {
+                        "sampling": {"predicted": predicted_phase.get("sampling"),
+                                     "real": poller.peak_between(t_gen, t_vae) - baseline},
+                        "VAE decode": {"predicted": predicted_phase.get("VAE decode"),
+                                       "real": poller.peak_between(t_vae, t_dec) - baseline},
+                    }
                     print(json.dumps(case), flush=True)
                     result["cases"].append(case)
     return result
@@ -153,8 +172,8 @@ def table(result: dict[str, Any]) -> str:
         f"{result['model']}, {result['size']}, {result['steps']} steps ({result['date']})",
         "",
         "| frames | flash attn | s/step | VAE decode s | predicted peak | real peak | real/predicted | "
-        "predicted largest | compute buffers equal |",
-        "|---:|---|---:|---:|---:|---:|---:|---|---|",
+        "predicted largest | compute buffers equal | beyond prediction: sampling / VAE decode |",
+        "|---:|---|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for c in result["cases"]:
         if "error" in c:
@@ -164,7 +183,9 @@ def table(result: dict[str, Any]) -> str:
             f"| {c['frames']} | {'on' if c['flash_attention'] else 'off'} | {c['seconds_per_step']:.3f} | "
             f"{c['vae_decode_seconds']:.2f} | {c['predicted_peak'] / MiB:,.0f} MiB | {c['real_peak'] / MiB:,.0f} MiB | "
             f"{c['peak_ratio']:.3f} | {c['predicted_largest']['name']} {c['predicted_largest']['bytes'] / MiB:,.0f} MiB | "
-            f"{'yes' if c['compute_buffers_equal'] else 'NO'} |")
+            f"{'yes' if c['compute_buffers_equal'] else 'NO'} | "
+            + " / ".join(f"{(v['real'] - v['predicted']) / MiB:+,.0f} MiB" if v["predicted"] else "-"
+                         for v in c["phases"].values()) + " |")
     return "\n".join(rows) + "\n"
 
 
@@ -173,11 +194,16 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="folder for gpu_check.json and gpu_check.md")
     ap.add_argument("--dry", action="store_true", help="CPU build, tiny sizes: test this script")
     ap.add_argument("--models", help="where to write the model set (default: a temporary folder)")
+    ap.add_argument("--variant", default="wan2.1-t2v-1.3b", help="the kit's model (wanpy.testing.VARIANTS)")
     ap.add_argument("--dtype", default="f16")
+    ap.add_argument("--size", help="WxH (default: 832x480; --dry: 64x48)")
+    ap.add_argument("--frames", type=int, nargs="+", help="frame counts (default: 33 81; --dry: 5 9)")
+    ap.add_argument("--flash-attention", choices=("off", "on"), nargs="+", default=["off", "on"])
     ap.add_argument("--steps", type=int, default=2)
     args = ap.parse_args()
-    args.size = (64, 48) if args.dry else (832, 480)
-    args.frames = (5, 9) if args.dry else (33, 81)
+    args.size = tuple(int(v) for v in args.size.split("x")) if args.size else (64, 48) if args.dry else (832, 480)
+    args.frames = args.frames or ((5, 9) if args.dry else (33, 81))
+    args.flash_attention = [fa == "on" for fa in args.flash_attention]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,7 +5,8 @@
 #   bash bench/gpu_check.sh prepare   here: build wanpy's CUDA wheel for the device's Python into .gpu/
 #                                     (the toolchain of scripts/check_backend_build.sh cuda, ccache shared)
 #   bash bench/gpu_check.sh dry       here: the same check on this machine's CPU build, tiny sizes
-#   bash bench/gpu_check.sh run       on the device (the device tool's `run`, carrying .gpu): install the
+#   bash bench/gpu_check.sh run [gpu_check.py options]
+#                                     on the device (the device tool's `run`, carrying .gpu): install the
 #                                     carried wheels, find CUDA 13's runtime and cuBLAS there, run the check;
 #                                     results in $OUT (gpu_check.json, gpu_check.md, gpu_check.log)
 #
@@ -45,7 +46,7 @@ dry)
   ;;
 run)
   : "${OUT:?run on the device machine, where OUT is set}"
-  exec > >(tee "$OUT/gpu_check.log") 2>&1
+  exec > >(tee -a "$OUT/gpu_check.log") 2>&1
   t0=$(date +%s)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   python3 --version
@@ -67,7 +68,8 @@ PY
   echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
   python3 -c "import wanpy._core as c; print('wanpy._core', c.BACKEND, c.__file__)"
   echo "setup: $(( $(date +%s) - t0 )) s"
-  python3 bench/gpu_check.py --out "$OUT" --models /tmp/gpu-check-models
+  shift
+  python3 bench/gpu_check.py --out "$OUT" --models /tmp/gpu-check-models "$@"
   echo "whole check: $(( $(date +%s) - t0 )) s"
   ;;
 *)

@@ -183,7 +183,7 @@ hip_build() {
 run_python() {  # python arguments, in the backend's environment
   if [[ $backend == hip ]]; then
     mount_chroot "$CHROOT"
-    in_chroot /usr/bin/env WANPY_CHECK=1 sh -c 'cd / && exec /opt/venv/bin/python "$@"' python "$@"
+    in_chroot sh -c 'cd / && exec /opt/venv/bin/python "$@"' python "$@"
   else
     (cd / && "$STATE/venv/bin/python" "$@")
   fi
