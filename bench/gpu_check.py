@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
 import sys
 import tempfile
 import threading
@@ -34,6 +33,7 @@ from typing import Any
 import wanpy
 from wanpy import _core, _logging
 from wanpy.testing import make_model_set
+from wanpy.testing.sdcpp_logs import compute_buffers
 
 MiB = 1024**2
 
@@ -66,16 +66,6 @@ class DevicePoller:
 
     def peak_between(self, t0: float, t1: float) -> int:
         return max((u for t, u in self.samples if t0 <= t <= t1), default=0)
-
-
-def logged_buffers(lines: list[str]) -> list[tuple[str, float]]:
-    """sd.cpp's "<runner> compute buffer size: X MB" lines (a tile's repeat counted once)."""
-    out: list[tuple[str, float]] = []
-    for line in lines:
-        m = re.search(r"(\S+) compute buffer size: ([\d.]+) MB", line)
-        if m and (not out or out[-1] != (m.group(1), float(m.group(2)) * MiB)):
-            out.append((m.group(1), float(m.group(2)) * MiB))
-    return out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -135,7 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         continue
                     t_end = time.monotonic()
                     predicted = [(a.phase, a.buffer_total) for a in report.allocations if a.kind == "compute buffer"]
-                    logged = logged_buffers(lines)
+                    logged = compute_buffers(lines)
                     tm = video.timings
                     case.update({
                         "sampling_seconds": tm.sampling,
@@ -148,7 +138,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "compute_buffers_equal": len(predicted) == len(logged) and all(
                             abs(p[1] - g[1]) <= 0.006 * MiB for p, g in zip(predicted, logged)),
                         "real_peak": poller.peak_between(t_load, t_end) - baseline,
-                        "real_peak_during_generation": poller.peak_between(t_gen, t_end) - baseline,
                         "baseline_used": baseline, "samples": len(poller.samples),
                     })
                     case["peak_ratio"] = case["real_peak"] / report.peak if report.peak else None

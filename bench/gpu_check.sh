@@ -22,7 +22,6 @@ case "$mode" in
 prepare)
   WANPY_CHECK_STOP_AFTER=venv bash scripts/check_backend_build.sh cuda  # the toolchain, once
   state=${WANPY_BACKEND_CHECK_DIR:-$ROOT/build/backend-check/cuda}
-  prefix=$("$state/toolchain/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia/cu13
   py=${WANPY_GPU_PYTHON:-python3.12}
   # beside the check's own build folder, at the same depth: ccache keys on paths relative to the
   # checkout, so the CUDA objects compiled there are hits here
@@ -30,11 +29,10 @@ prepare)
   [[ -x $venv/bin/python ]] || { "$py" -m venv "$venv"; "$venv/bin/python" -m pip install -q "scikit-build-core>=0.11" "pybind11>=2.12"; }
   grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
   rm -rf .gpu && mkdir -p .gpu
-  CCACHE_DIR=$state/ccache CCACHE_BASEDIR=$ROOT CCACHE_NOHASHDIR=true CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
-  CMAKE_ARGS="-DSD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=${WANPY_CUDA_ARCHS:-90} -DGGML_CUDA_NO_VMM=ON \
--DCMAKE_CUDA_COMPILER=$prefix/bin/nvcc -DCUDAToolkit_ROOT=$prefix" \
-    "$venv/bin/python" -m pip wheel -q --no-build-isolation --no-deps -C build-dir="$state/build-device" \
-      -w .gpu .
+  # shellcheck disable=SC1091
+  source "$state/env.sh"  # the toolchain's CMAKE_ARGS and ccache
+  CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) "$venv/bin/python" -m pip wheel -q --no-build-isolation --no-deps \
+    -C build-dir="$state/build-device" -w .gpu .
   # imageio-ffmpeg, the one runtime dependency the device's image lacks, is not carried (30 MB of the
   # 64 MiB a call carries): the check writes no video, and wanpy imports it only to run ffmpeg
   ls -la .gpu

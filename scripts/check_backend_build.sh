@@ -46,12 +46,13 @@ PHASES=()
 
 note() { echo "== [$backend $(( $(date +%s) - start_all ))s] $*"; }
 
-# phase NAME FUNCTION: runs FUNCTION unless its stamp exists (always when NAME is "build"),
-# logging to <state>/logs/NAME.log and printing the wall time
+# phase NAME FUNCTION: runs FUNCTION unless its stamp exists (the incremental build and the checks
+# always run), logging to <state>/logs/NAME.log and printing the wall time
+ALWAYS_RUN=" build info preflight "
 phase() {
   local name=$1 fn=$2 t0 rc=0
   PHASES+=("$name")
-  if [[ -f $STATE/stamps/$name && $name != build ]]; then
+  if [[ -f $STATE/stamps/$name && $ALWAYS_RUN != *" $name "* ]]; then
     note "$name: done in an earlier run ($(cat "$STATE/stamps/$name") s), skipped"
     PHASE_SECONDS[$name]="$(cat "$STATE/stamps/$name") (earlier run)"
     return 0
@@ -73,6 +74,8 @@ phase() {
 # ---------------------------------------------------------------------------------------------
 # CUDA: the wheels' single prefix (site-packages/nvidia/cu13) is a toolkit root once nvcc.profile's
 # targets/x86_64-linux and lib64 paths exist in it and the libraries have their unversioned names.
+# The toolchain phase writes <state>/env.sh: what a build with it needs (CMAKE_ARGS, ccache in the
+# state folder), for this script's build and for bench/gpu_check.sh's device wheel.
 
 CUDA_TOOLCHAIN=$STATE/toolchain
 cuda_prefix() { echo "$("$CUDA_TOOLCHAIN/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia/cu13"; }
@@ -88,6 +91,14 @@ cuda_toolchain() {
   ln -sfn lib "$p/lib64"
   for lib in cudart cublas cublasLt; do ln -sfn "lib$lib.so.13" "$p/lib/lib$lib.so"; done
   "$p/bin/nvcc" --version
+  # GGML_CUDA_NO_VMM: the wheels have no libcuda.so (the driver's) to link against, and ggml links it
+  # only for its virtual-memory pool (the plain pool is used instead)
+  cat > "$STATE/env.sh" <<ENV
+export CCACHE_DIR="$STATE/ccache" CCACHE_BASEDIR="$ROOT" CCACHE_NOHASHDIR=true
+export CMAKE_ARGS="-DSD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=${WANPY_CUDA_ARCHS:-90} -DGGML_CUDA_NO_VMM=ON \
+-DCMAKE_CUDA_COMPILER=$p/bin/nvcc -DCUDAToolkit_ROOT=$p"
+ENV
+  cat "$STATE/env.sh"
 }
 
 cuda_venv() {
@@ -97,17 +108,13 @@ cuda_venv() {
   "$STATE/venv/bin/python" -m pip install -q "scikit-build-core>=0.11" "pybind11>=2.12"
 }
 
-cuda_build() {
-  local p
-  p=$(cuda_prefix)
-  # ccache in the state folder; GGML_CUDA_NO_VMM: the wheels have no libcuda.so (the driver's) to link
-  # against, and ggml links it only for its virtual-memory pool (the plain pool is used instead)
-  CCACHE_DIR=$STATE/ccache CCACHE_BASEDIR=$ROOT CCACHE_NOHASHDIR=true CMAKE_BUILD_PARALLEL_LEVEL=$JOBS \
-  CMAKE_ARGS="-DSD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=${WANPY_CUDA_ARCHS:-90} -DGGML_CUDA_NO_VMM=ON \
--DCMAKE_CUDA_COMPILER=$p/bin/nvcc -DCUDAToolkit_ROOT=$p" \
+cuda_build() (  # a subshell: env.sh's variables stay in it
+  # shellcheck disable=SC1091
+  source "$STATE/env.sh"
+  CMAKE_BUILD_PARALLEL_LEVEL=$JOBS \
     "$STATE/venv/bin/python" -m pip install -v --no-build-isolation -C build-dir="$STATE/build" ".[cuda]"
-  CCACHE_DIR=$STATE/ccache ccache -s | grep -i -E "hits|misses" || true
-}
+  ccache -s | grep -i -E "hits|misses" || true
+)
 
 # ---------------------------------------------------------------------------------------------
 # HIP: Debian forky in a chroot
@@ -258,5 +265,4 @@ else
 fi
 phase info check_info
 phase preflight check_preflight
-rm -f "$STATE/stamps/info" "$STATE/stamps/preflight"  # the checks run every time
 summary

@@ -12,6 +12,7 @@ import wanpy
 from wanpy import _logging, system
 from wanpy.memory import PRESETS, host_video_bytes, refusal
 from wanpy.testing import cached_model_set
+from wanpy.testing.sdcpp_logs import compute_buffers, params_buffers
 
 MiB = 2**20
 
@@ -24,26 +25,6 @@ def t2v():
 @pytest.fixture(scope="module")
 def big():
     return cached_model_set(variant="wan2.x-t2v-14b", dtype="q4_k", seed=0, sparse=True, text_encoder=True)
-
-
-def _logged_buffers(lines: list[str]) -> list[tuple[str, float]]:
-    """sd.cpp's own "<runner> compute buffer size: X MB" lines, in order (one per VAE tile
-    when tiling: repeats of the same buffer are counted once)."""
-    out: list[tuple[str, float]] = []
-    for line in lines:
-        m = re.search(r"(\S+) compute buffer size: ([\d.]+) MB", line)
-        if m and (not out or out[-1] != (m.group(1), float(m.group(2)) * MiB)):
-            out.append((m.group(1), float(m.group(2)) * MiB))
-    return out
-
-
-def _logged_params(lines: list[str]) -> dict[str, float]:
-    out = {}
-    for line in lines:
-        m = re.search(r"(\S+) params backend buffer size =\s*([\d.]+) MB", line)
-        if m:
-            out[m.group(1)] = float(m.group(2)) * MiB
-    return out
 
 
 # --- 1. the grid: predictions equal sd.cpp's own compute buffers (CPU) ----------------------
@@ -75,13 +56,13 @@ def test_predicted_buffers_equal_what_sdcpp_allocates(variant, width, height, fr
                                 progress=False, tile_size=tile, init_image=init)
     report = wanpy.preflight(models.diffusion_model, vae=models.vae, width=width, height=height, num_frames=frames,
                              flash_attention=fa, vae_tiling=tiling, tile_size=tile, init_image=image)
-    logged = _logged_buffers(lines)
+    logged = compute_buffers(lines)
     predicted = [(a.phase, a.buffer_total) for a in report.allocations if a.kind == "compute buffer"]
     # same runners, same order (VAE encode, sampling, VAE decode), each within sd.cpp's 0.01 MB rounding
     assert len(logged) == len(predicted), (logged, predicted)
     for (runner, got), (phase, want) in zip(logged, predicted):
         assert abs(got - want) <= 0.006 * MiB, f"{phase} ({runner}): sd.cpp {got / MiB:.2f} MB, predicted {want / MiB:.4f}"
-    params = _logged_params(load_lines)
+    params = params_buffers(load_lines)
     weights = {a.component: a.buffer_total for a in report.allocations if a.kind == "weights buffer"}
     assert abs(params["wan_vae"] - weights["vae"]) <= 0.006 * MiB
     dit = next(v for k, v in params.items() if k.startswith("Wan"))
