@@ -18,7 +18,7 @@ Context::Context(std::optional<std::string> diffusion_model, std::optional<std::
                  std::optional<std::string> vae, std::optional<std::string> t5xxl,
                  std::optional<std::string> clip_vision, int n_threads, bool vae_decode_only, bool flash_attention,
                  bool offload_params_to_cpu, bool keep_vae_on_cpu, bool keep_clip_on_cpu, bool enable_mmap,
-                 bool free_params_immediately, std::optional<ProgressCallable> progress) {
+                 bool free_params_immediately, bool vae_conv_direct, std::optional<ProgressCallable> progress) {
     sd_ctx_params_t p;
     sd_ctx_params_init(&p);
     p.diffusion_model_path            = opt(diffusion_model);
@@ -35,6 +35,7 @@ Context::Context(std::optional<std::string> diffusion_model, std::optional<std::
     p.keep_vae_on_cpu                 = keep_vae_on_cpu;
     p.keep_clip_on_cpu                = keep_clip_on_cpu;
     p.enable_mmap                     = enable_mmap;
+    p.vae_conv_direct                 = vae_conv_direct;  // Wan's VAE has Conv2d layers; its DiT has none
 
     // Loading is never interrupted mid-way (sd.cpp would leak what it loaded): a
     // cancel request is honoured as soon as loading returns.
@@ -80,18 +81,20 @@ void wanpy::register_context(py::module_& m) {
     py::class_<Context> cls(m, "Context", "Loaded model files (sd.cpp's sd_ctx_t).");
     cls.def(py::init<std::optional<std::string>, std::optional<std::string>, std::optional<std::string>,
                      std::optional<std::string>, std::optional<std::string>, int, bool, bool, bool, bool, bool,
-                     bool, bool, std::optional<ProgressCallable>>(),
+                     bool, bool, bool, std::optional<ProgressCallable>>(),
             py::kw_only(), py::arg("diffusion_model") = py::none(),
             py::arg("high_noise_diffusion_model") = py::none(), py::arg("vae") = py::none(),
             py::arg("t5xxl") = py::none(), py::arg("clip_vision") = py::none(), py::arg("n_threads"),
             py::arg("vae_decode_only") = false, py::arg("flash_attention") = false,
             py::arg("offload_params_to_cpu") = false, py::arg("keep_vae_on_cpu") = false,
             py::arg("keep_clip_on_cpu") = false, py::arg("enable_mmap") = false,
-            py::arg("free_params_immediately") = false, py::arg("progress") = py::none(),
+            py::arg("free_params_immediately") = false, py::arg("vae_conv_direct") = false,
+            py::arg("progress") = py::none(),
             "Load the models (the GIL released meanwhile). free_params_immediately: sd.cpp frees each model's "
             "weights as soon as the generation is done with it (the text encoder after encoding, the DiT after "
-            "sampling, the VAE after decoding), like sd-cli; the context can then generate once.")
+            "sampling, the VAE after decoding), like sd-cli; the context can then generate once. enable_mmap: sd.cpp reads the weight files through mmap. "
+            "vae_conv_direct: the VAE's 2-D convolutions run as ggml_conv_2d_direct instead of im2col + matmul.")
         .def("close", &Context::close, py::call_guard<py::gil_scoped_release>(),
              "Free the loaded weights (after a generation running in another thread). Idempotent.");
-    register_generation(cls);
+    register_generation(m, cls);
 }

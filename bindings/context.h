@@ -20,7 +20,7 @@ public:
             std::optional<std::string> vae, std::optional<std::string> t5xxl, std::optional<std::string> clip_vision,
             int n_threads, bool vae_decode_only, bool flash_attention, bool offload_params_to_cpu,
             bool keep_vae_on_cpu, bool keep_clip_on_cpu, bool enable_mmap, bool free_params_immediately,
-            std::optional<ProgressCallable> progress);
+            bool vae_conv_direct, std::optional<ProgressCallable> progress);
     ~Context();
     Context(const Context&)            = delete;
     Context& operator=(const Context&) = delete;
@@ -36,7 +36,7 @@ private:
     std::mutex in_use_;
 };
 
-// generation.cpp: binds Context.generate.
-void register_generation(py::class_<Context>& cls);
+// generation.cpp: binds Context.generate and CacheParams (sd.cpp's sd_cache_params_t).
+void register_generation(py::module_& m, py::class_<Context>& cls);
 
 }  // namespace wanpy

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "context.h"
@@ -45,6 +46,27 @@ scheduler_t scheduler_of(const std::string& name) {
     return s;
 }
 
+// sd_cache_mode_t by the names sd-cli's --cache-mode uses
+constexpr std::pair<const char*, sd_cache_mode_t> kCacheModes[] = {
+    {"disabled", SD_CACHE_DISABLED}, {"easycache", SD_CACHE_EASYCACHE},   {"ucache", SD_CACHE_UCACHE},
+    {"dbcache", SD_CACHE_DBCACHE},   {"taylorseer", SD_CACHE_TAYLORSEER}, {"cache-dit", SD_CACHE_CACHE_DIT},
+    {"spectrum", SD_CACHE_SPECTRUM},
+};
+
+std::string cache_mode_name(sd_cache_mode_t mode) {
+    for (const auto& [name, value] : kCacheModes) {
+        if (value == mode) return name;
+    }
+    throw NativeError("unknown cache mode " + std::to_string(static_cast<int>(mode)));
+}
+
+sd_cache_mode_t cache_mode_of(const std::string& name) {
+    for (const auto& [known, value] : kCacheModes) {
+        if (name == known) return value;
+    }
+    throw NativeError("unknown cache mode '" + name + "'");
+}
+
 struct FreeFrames {
     sd_image_t* frames = nullptr;
     int count          = 0;
@@ -64,7 +86,7 @@ py::array_t<uint8_t> generate(Context& ctx, const std::string& prompt, const std
                               float moe_boundary, const std::vector<Lora>& loras, bool vae_tiling, int tile_size_x,
                               int tile_size_y, float tile_overlap, std::optional<ProgressCallable> progress,
                               std::optional<PreviewCallable> preview, const std::string& preview_mode,
-                              int preview_every, bool preview_noisy) {
+                              int preview_every, bool preview_noisy, std::optional<sd_cache_params_t> cache) {
     sd_vid_gen_params_t p;
     sd_vid_gen_params_init(&p);
     p.prompt          = prompt.c_str();
@@ -101,6 +123,10 @@ py::array_t<uint8_t> generate(Context& ctx, const std::string& prompt, const std
     p.vae_tiling_params.tile_size_x    = tile_size_x;
     p.vae_tiling_params.tile_size_y    = tile_size_y;
     p.vae_tiling_params.target_overlap = tile_overlap;
+    if (cache) {
+        p.cache          = *cache;
+        p.cache.scm_mask = nullptr;  // not bound: sd.cpp's Wan path never reads it
+    }
 
     if (ctx.get() == nullptr) throw NativeError("the context is closed");
     ProgressRoute route(progress ? py::object(*progress) : py::object(py::none()), /*may_cancel=*/true);
@@ -152,7 +178,43 @@ py::array_t<uint8_t> generate(Context& ctx, const std::string& prompt, const std
 }  // namespace
 }  // namespace wanpy
 
-void wanpy::register_generation(py::class_<Context>& cls) {
+void wanpy::register_generation(py::module_& m, py::class_<Context>& cls) {
+    using C = sd_cache_params_t;
+    py::class_<C>(m, "CacheParams",
+                  "sd.cpp's sd_cache_params_t (step caching), initialised by sd_cache_params_init; the fields "
+                  "keep the engine's names. scm_mask is not bound (no Wan path reads it).")
+        .def(py::init([]() {
+            C p;
+            sd_cache_params_init(&p);
+            return p;
+        }))
+        .def_property(
+            "mode", [](const C& p) { return cache_mode_name(p.mode); },
+            [](C& p, const std::string& name) { p.mode = cache_mode_of(name); },
+            "disabled, easycache, ucache, dbcache, taylorseer, cache-dit or spectrum")
+        .def_readwrite("reuse_threshold", &C::reuse_threshold)
+        .def_readwrite("start_percent", &C::start_percent)
+        .def_readwrite("end_percent", &C::end_percent)
+        .def_readwrite("error_decay_rate", &C::error_decay_rate)
+        .def_readwrite("use_relative_threshold", &C::use_relative_threshold)
+        .def_readwrite("reset_error_on_compute", &C::reset_error_on_compute)
+        .def_readwrite("Fn_compute_blocks", &C::Fn_compute_blocks)
+        .def_readwrite("Bn_compute_blocks", &C::Bn_compute_blocks)
+        .def_readwrite("residual_diff_threshold", &C::residual_diff_threshold)
+        .def_readwrite("max_warmup_steps", &C::max_warmup_steps)
+        .def_readwrite("max_cached_steps", &C::max_cached_steps)
+        .def_readwrite("max_continuous_cached_steps", &C::max_continuous_cached_steps)
+        .def_readwrite("taylorseer_n_derivatives", &C::taylorseer_n_derivatives)
+        .def_readwrite("taylorseer_skip_interval", &C::taylorseer_skip_interval)
+        .def_readwrite("scm_policy_dynamic", &C::scm_policy_dynamic)
+        .def_readwrite("spectrum_w", &C::spectrum_w)
+        .def_readwrite("spectrum_m", &C::spectrum_m)
+        .def_readwrite("spectrum_lam", &C::spectrum_lam)
+        .def_readwrite("spectrum_window_size", &C::spectrum_window_size)
+        .def_readwrite("spectrum_flex_window", &C::spectrum_flex_window)
+        .def_readwrite("spectrum_warmup_steps", &C::spectrum_warmup_steps)
+        .def_readwrite("spectrum_stop_percent", &C::spectrum_stop_percent);
+
     cls.def("generate", &generate, py::kw_only(), py::arg("prompt"), py::arg("negative_prompt"), py::arg("width"),
             py::arg("height"), py::arg("num_frames"), py::arg("steps"), py::arg("cfg_scale"), py::arg("flow_shift"),
             py::arg("sample_method"), py::arg("scheduler"), py::arg("seed"), py::arg("strength"),
@@ -161,10 +223,10 @@ void wanpy::register_generation(py::class_<Context>& cls) {
             py::arg("moe_boundary"), py::arg("loras"), py::arg("vae_tiling"), py::arg("tile_size_x"),
             py::arg("tile_size_y"), py::arg("tile_overlap"), py::arg("progress") = py::none(),
             py::arg("preview") = py::none(), py::arg("preview_mode") = "proj", py::arg("preview_every") = 1,
-            py::arg("preview_noisy") = false,
+            py::arg("preview_noisy") = false, py::arg("cache") = py::none(),
             "Run sd.cpp's generate_video (the GIL released meanwhile); returns frames as uint8 (T, H, W, 3). "
             "loras: (path, multiplier, is_high_noise). preview(step, frames, is_noisy) receives sd.cpp's previews "
             "(preview_mode proj, tae or vae) every preview_every steps, of the denoised latents (or, with "
-            "preview_noisy, the noisy ones). Raises Cancelled when progress returned False or raised, "
+            "preview_noisy, the noisy ones). cache: sd.cpp's step cache for both experts. Raises Cancelled when progress returned False or raised, "
             "NativeError when sd.cpp failed or the context is closed.");
 }

@@ -257,10 +257,11 @@ public:
     }
 
     Measured vae_graph(bool decode, const std::vector<int64_t>& input, bool flash_attention, size_t alignment,
-                       size_t max_size) {
+                       size_t max_size, bool conv_direct) {
         MeasureBufferType mb(alignment, max_size);
         WanVAE& r = vae();
         r.set_flash_attention_enabled(flash_attention);
+        r.set_conv2d_direct_enabled(conv_direct);
         auto z = zeros(input);
         return r.graph([&]() { return r.build_graph(z, decode); }, mb);
     }
@@ -365,12 +366,12 @@ void register_measure(py::module_& m) {
              py::arg("timesteps"), py::arg("flash_attention"), py::arg("alignment"), py::arg("max_size"))
         .def("vae_graph",
              [](Session& s, bool decode, const Shape& input, bool flash_attention, size_t alignment,
-                size_t max_size) {
-                 return as_record(
-                     measuring([&] { return s.vae_graph(decode, input, flash_attention, alignment, max_size); }));
+                size_t max_size, bool conv_direct) {
+                 return as_record(measuring(
+                     [&] { return s.vae_graph(decode, input, flash_attention, alignment, max_size, conv_direct); }));
              },
              py::arg("decode"), py::arg("input"), py::arg("flash_attention"), py::arg("alignment"),
-             py::arg("max_size"))
+             py::arg("max_size"), py::arg("conv_direct") = false)
         .def("t5_graph",
              [](Session& s, int64_t tokens, bool flash_attention, size_t alignment, size_t max_size) {
                  return as_record(

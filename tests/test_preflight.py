@@ -29,24 +29,28 @@ def big():
 
 # --- 1. the grid: predictions equal sd.cpp's own compute buffers (CPU) ----------------------
 GRID = [
-    # (variant, width, height, frames, flash_attention, vae_tiling, tile_size, init image)
-    ("wan2.1-t2v-1.3b", 64, 64, 5, False, False, None, False),
-    ("wan2.1-t2v-1.3b", 64, 64, 5, True, False, None, False),
-    ("wan2.1-t2v-1.3b", 96, 64, 9, True, True, (4, 4), False),
-    ("wan2.1-t2v-1.3b", 64, 48, 9, False, False, None, False),
-    ("wan2.1-t2v-1.3b", 48, 80, 13, True, False, None, False),
-    ("wan2.2-ti2v-5b", 32, 32, 5, False, False, None, True),
+    # (variant, width, height, frames, flash_attention, vae_tiling, tile_size, init image, vae_conv_direct)
+    ("wan2.1-t2v-1.3b", 64, 64, 5, False, False, None, False, False),
+    ("wan2.1-t2v-1.3b", 64, 64, 5, True, False, None, False, False),
+    ("wan2.1-t2v-1.3b", 96, 64, 9, True, True, (4, 4), False, False),
+    ("wan2.1-t2v-1.3b", 64, 48, 9, False, False, None, False, False),
+    ("wan2.1-t2v-1.3b", 48, 80, 13, True, False, None, False, False),
+    ("wan2.2-ti2v-5b", 32, 32, 5, False, False, None, True, False),
+    # direct convolutions: the VAE's graphs without im2col (encode too, through the init image)
+    ("wan2.1-t2v-1.3b", 64, 48, 9, False, False, None, False, True),
+    ("wan2.2-ti2v-5b", 32, 32, 5, False, False, None, True, True),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant,width,height,frames,fa,tiling,tile,image", GRID)
-def test_predicted_buffers_equal_what_sdcpp_allocates(variant, width, height, frames, fa, tiling, tile, image):
+@pytest.mark.parametrize("variant,width,height,frames,fa,tiling,tile,image,direct", GRID)
+def test_predicted_buffers_equal_what_sdcpp_allocates(variant, width, height, frames, fa, tiling, tile, image,
+                                                      direct):
     models = cached_model_set(variant=variant, dtype="q4_0", seed=0)
     lines: list[str] = []
     with _logging.observe(lambda source, level, text: lines.append(text)):
         pipe = wanpy.WanPipeline(models.diffusion_model, models.vae, flash_attention=fa, vae_tiling=tiling,
-                                 n_threads=2)
+                                 n_threads=2, vae_conv_direct=direct)
     with pipe:
         init = np.full((height, width, 3), 128, np.uint8) if image else None
         load_lines = list(lines)
@@ -55,7 +59,8 @@ def test_predicted_buffers_equal_what_sdcpp_allocates(variant, width, height, fr
             pipe.generate_video("x", width=width, height=height, num_frames=frames, steps=1, seed=1,
                                 progress=False, tile_size=tile, init_image=init)
     report = wanpy.preflight(models.diffusion_model, vae=models.vae, width=width, height=height, num_frames=frames,
-                             flash_attention=fa, vae_tiling=tiling, tile_size=tile, init_image=image)
+                             flash_attention=fa, vae_tiling=tiling, tile_size=tile, init_image=image,
+                             vae_conv_direct=direct)
     logged = compute_buffers(lines)
     predicted = [(a.phase, a.buffer_total) for a in report.allocations if a.kind == "compute buffer"]
     # same runners, same order (VAE encode, sampling, VAE decode), each within sd.cpp's 0.01 MB rounding

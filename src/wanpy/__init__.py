@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from wanpy import _core, _logging
 from wanpy._version import __version__
+from wanpy.cache import StepCache
 from wanpy.catalogue import FAMILIES, WanFamily
 from wanpy.encode import VideoWriter, save_video
 from wanpy.errors import (
@@ -41,6 +42,7 @@ __all__ = [
     "Preflight",
     "Progress",
     "RequestOptions",
+    "StepCache",
     "SystemInfo",
     "Timings",
     "Video",

@@ -7,7 +7,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BACKEND', 'Cancelled', 'Context', 'MeasureSession', 'NativeError', 'PROMPT_STACK_PER_BYTE', 'SDCPP_SOURCE', 'backend_devices', 'convert_tensor_names', 'env_vars_read', 'num_physical_cores', 'sample_methods', 'schedulers', 'sdcpp_system_info', 'sdcpp_version', 'set_log_sink', 'thread_stack_left', 'vulkan_device_limits']
+__all__: list[str] = ['BACKEND', 'CacheParams', 'Cancelled', 'Context', 'MeasureSession', 'NativeError', 'PROMPT_STACK_PER_BYTE', 'SDCPP_SOURCE', 'backend_devices', 'convert_tensor_names', 'env_vars_read', 'num_physical_cores', 'sample_methods', 'schedulers', 'sdcpp_system_info', 'sdcpp_version', 'set_log_sink', 'thread_stack_left', 'vulkan_device_limits']
 class NativeError(RuntimeError):
     pass
 class Cancelled(RuntimeError):
@@ -16,18 +16,149 @@ class Context:
     """
     Loaded model files (sd.cpp's sd_ctx_t).
     """
-    def __init__(self, *, diffusion_model: str | None = None, high_noise_diffusion_model: str | None = None, vae: str | None = None, t5xxl: str | None = None, clip_vision: str | None = None, n_threads: typing.SupportsInt | typing.SupportsIndex, vae_decode_only: bool = False, flash_attention: bool = False, offload_params_to_cpu: bool = False, keep_vae_on_cpu: bool = False, keep_clip_on_cpu: bool = False, enable_mmap: bool = False, free_params_immediately: bool = False, progress: collections.abc.Callable[[int, int, float], typing.Any] | None = None) -> None:
+    def __init__(self, *, diffusion_model: str | None = None, high_noise_diffusion_model: str | None = None, vae: str | None = None, t5xxl: str | None = None, clip_vision: str | None = None, n_threads: typing.SupportsInt | typing.SupportsIndex, vae_decode_only: bool = False, flash_attention: bool = False, offload_params_to_cpu: bool = False, keep_vae_on_cpu: bool = False, keep_clip_on_cpu: bool = False, enable_mmap: bool = False, free_params_immediately: bool = False, vae_conv_direct: bool = False, progress: collections.abc.Callable[[int, int, float], typing.Any] | None = None) -> None:
         """
-        Load the models (the GIL released meanwhile). free_params_immediately: sd.cpp frees each model's weights as soon as the generation is done with it (the text encoder after encoding, the DiT after sampling, the VAE after decoding), like sd-cli; the context can then generate once.
+        Load the models (the GIL released meanwhile). free_params_immediately: sd.cpp frees each model's weights as soon as the generation is done with it (the text encoder after encoding, the DiT after sampling, the VAE after decoding), like sd-cli; the context can then generate once. enable_mmap: sd.cpp reads the weight files through mmap. vae_conv_direct: the VAE's 2-D convolutions run as ggml_conv_2d_direct instead of im2col + matmul.
         """
     def close(self) -> None:
         """
         Free the loaded weights (after a generation running in another thread). Idempotent.
         """
-    def generate(self, *, prompt: str, negative_prompt: str, width: typing.SupportsInt | typing.SupportsIndex, height: typing.SupportsInt | typing.SupportsIndex, num_frames: typing.SupportsInt | typing.SupportsIndex, steps: typing.SupportsInt | typing.SupportsIndex, cfg_scale: typing.SupportsFloat | typing.SupportsIndex, flow_shift: typing.SupportsFloat | typing.SupportsIndex, sample_method: str, scheduler: str, seed: typing.SupportsInt | typing.SupportsIndex, strength: typing.SupportsFloat | typing.SupportsIndex, init_image: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8] | None = None, end_image: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8] | None = None, high_noise_steps: typing.SupportsInt | typing.SupportsIndex, high_noise_cfg_scale: typing.SupportsFloat | typing.SupportsIndex, high_noise_sample_method: str, high_noise_scheduler: str, moe_boundary: typing.SupportsFloat | typing.SupportsIndex, loras: collections.abc.Sequence[tuple[str, typing.SupportsFloat | typing.SupportsIndex, bool]], vae_tiling: bool, tile_size_x: typing.SupportsInt | typing.SupportsIndex, tile_size_y: typing.SupportsInt | typing.SupportsIndex, tile_overlap: typing.SupportsFloat | typing.SupportsIndex, progress: collections.abc.Callable[[int, int, float], typing.Any] | None = None, preview: collections.abc.Callable[[int, numpy.typing.NDArray[numpy.uint8], bool], typing.Any] | None = None, preview_mode: str = 'proj', preview_every: typing.SupportsInt | typing.SupportsIndex = 1, preview_noisy: bool = False) -> numpy.typing.NDArray[numpy.uint8]:
+    def generate(self, *, prompt: str, negative_prompt: str, width: typing.SupportsInt | typing.SupportsIndex, height: typing.SupportsInt | typing.SupportsIndex, num_frames: typing.SupportsInt | typing.SupportsIndex, steps: typing.SupportsInt | typing.SupportsIndex, cfg_scale: typing.SupportsFloat | typing.SupportsIndex, flow_shift: typing.SupportsFloat | typing.SupportsIndex, sample_method: str, scheduler: str, seed: typing.SupportsInt | typing.SupportsIndex, strength: typing.SupportsFloat | typing.SupportsIndex, init_image: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8] | None = None, end_image: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8] | None = None, high_noise_steps: typing.SupportsInt | typing.SupportsIndex, high_noise_cfg_scale: typing.SupportsFloat | typing.SupportsIndex, high_noise_sample_method: str, high_noise_scheduler: str, moe_boundary: typing.SupportsFloat | typing.SupportsIndex, loras: collections.abc.Sequence[tuple[str, typing.SupportsFloat | typing.SupportsIndex, bool]], vae_tiling: bool, tile_size_x: typing.SupportsInt | typing.SupportsIndex, tile_size_y: typing.SupportsInt | typing.SupportsIndex, tile_overlap: typing.SupportsFloat | typing.SupportsIndex, progress: collections.abc.Callable[[int, int, float], typing.Any] | None = None, preview: collections.abc.Callable[[int, numpy.typing.NDArray[numpy.uint8], bool], typing.Any] | None = None, preview_mode: str = 'proj', preview_every: typing.SupportsInt | typing.SupportsIndex = 1, preview_noisy: bool = False, cache: CacheParams | None = None) -> numpy.typing.NDArray[numpy.uint8]:
         """
-        Run sd.cpp's generate_video (the GIL released meanwhile); returns frames as uint8 (T, H, W, 3). loras: (path, multiplier, is_high_noise). preview(step, frames, is_noisy) receives sd.cpp's previews (preview_mode proj, tae or vae) every preview_every steps, of the denoised latents (or, with preview_noisy, the noisy ones). Raises Cancelled when progress returned False or raised, NativeError when sd.cpp failed or the context is closed.
+        Run sd.cpp's generate_video (the GIL released meanwhile); returns frames as uint8 (T, H, W, 3). loras: (path, multiplier, is_high_noise). preview(step, frames, is_noisy) receives sd.cpp's previews (preview_mode proj, tae or vae) every preview_every steps, of the denoised latents (or, with preview_noisy, the noisy ones). cache: sd.cpp's step cache for both experts. Raises Cancelled when progress returned False or raised, NativeError when sd.cpp failed or the context is closed.
         """
+class CacheParams:
+    """
+    sd.cpp's sd_cache_params_t (step caching), initialised by sd_cache_params_init; the fields keep the engine's names. scm_mask is not bound (no Wan path reads it).
+    """
+    reset_error_on_compute: bool
+    scm_policy_dynamic: bool
+    use_relative_threshold: bool
+    def __init__(self) -> None:
+        ...
+    @property
+    def Bn_compute_blocks(self) -> int:
+        ...
+    @Bn_compute_blocks.setter
+    def Bn_compute_blocks(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def Fn_compute_blocks(self) -> int:
+        ...
+    @Fn_compute_blocks.setter
+    def Fn_compute_blocks(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def end_percent(self) -> float:
+        ...
+    @end_percent.setter
+    def end_percent(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def error_decay_rate(self) -> float:
+        ...
+    @error_decay_rate.setter
+    def error_decay_rate(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def max_cached_steps(self) -> int:
+        ...
+    @max_cached_steps.setter
+    def max_cached_steps(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def max_continuous_cached_steps(self) -> int:
+        ...
+    @max_continuous_cached_steps.setter
+    def max_continuous_cached_steps(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def max_warmup_steps(self) -> int:
+        ...
+    @max_warmup_steps.setter
+    def max_warmup_steps(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def mode(self) -> str:
+        """
+        disabled, easycache, ucache, dbcache, taylorseer, cache-dit or spectrum
+        """
+    @mode.setter
+    def mode(self, arg1: str) -> None:
+        ...
+    @property
+    def residual_diff_threshold(self) -> float:
+        ...
+    @residual_diff_threshold.setter
+    def residual_diff_threshold(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def reuse_threshold(self) -> float:
+        ...
+    @reuse_threshold.setter
+    def reuse_threshold(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def spectrum_flex_window(self) -> float:
+        ...
+    @spectrum_flex_window.setter
+    def spectrum_flex_window(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def spectrum_lam(self) -> float:
+        ...
+    @spectrum_lam.setter
+    def spectrum_lam(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def spectrum_m(self) -> int:
+        ...
+    @spectrum_m.setter
+    def spectrum_m(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def spectrum_stop_percent(self) -> float:
+        ...
+    @spectrum_stop_percent.setter
+    def spectrum_stop_percent(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def spectrum_w(self) -> float:
+        ...
+    @spectrum_w.setter
+    def spectrum_w(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def spectrum_warmup_steps(self) -> int:
+        ...
+    @spectrum_warmup_steps.setter
+    def spectrum_warmup_steps(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def spectrum_window_size(self) -> int:
+        ...
+    @spectrum_window_size.setter
+    def spectrum_window_size(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def start_percent(self) -> float:
+        ...
+    @start_percent.setter
+    def start_percent(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def taylorseer_n_derivatives(self) -> int:
+        ...
+    @taylorseer_n_derivatives.setter
+    def taylorseer_n_derivatives(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def taylorseer_skip_interval(self) -> int:
+        ...
+    @taylorseer_skip_interval.setter
+    def taylorseer_skip_interval(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
 class MeasureSession:
     """
     Weightless sd.cpp runners over model headers (or preset tensors), for the pre-flight. Every method runs without the GIL, one measurement at a time in the process; each measurement is a dict: total, largest, name, op, shape, type.
@@ -50,7 +181,7 @@ class MeasureSession:
         """
     def t5_graph(self, tokens: typing.SupportsInt | typing.SupportsIndex, flash_attention: bool, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex) -> dict[str, typing.Any]:
         ...
-    def vae_graph(self, decode: bool, input: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], flash_attention: bool, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex) -> dict[str, typing.Any]:
+    def vae_graph(self, decode: bool, input: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], flash_attention: bool, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex, conv_direct: bool = False) -> dict[str, typing.Any]:
         ...
     def weights(self, component: str, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex) -> dict[str, typing.Any]:
         ...

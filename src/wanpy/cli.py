@@ -102,6 +102,16 @@ def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                                                                 args.high_noise_lora]
     if loras:
         kwargs["loras"] = loras
+    if args.cache is not None:
+        from wanpy.cache import parse_cache_options
+
+        names = [name for name, _ in args.cache_option]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"--cache-option {', '.join(repeated)} given more than once")
+        kwargs["cache"] = parse_cache_options(args.cache, dict(args.cache_option))
+    elif args.cache_option:
+        raise ValueError("--cache-option needs --cache MODE")
     return kwargs
 
 
@@ -137,13 +147,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         args.prompt, diffusion_model=args.diffusion_model, vae=args.vae, text_encoder=args.text_encoder,
         high_noise_diffusion_model=args.high_noise_diffusion_model, clip_vision=args.clip_vision,
         vae_tiling=args.vae_tiling, n_threads=args.threads, fit=args.fit, callback=_preview_writer(args),
-        progress=not (args.no_progress or args.quiet), **_memory_kwargs(args),
+        progress=not (args.no_progress or args.quiet), mmap=args.mmap, vae_conv_direct=args.vae_conv_direct,
+        **_memory_kwargs(args),
         **_generation_kwargs(args))  # every value checked before loading
     path = video.save(args.output, codec=args.codec, quality=args.quality) or Path(args.output)
     info = probe_video(path)
     if args.json:
         _emit(args, {"output": path, "video": {"num_frames": video.num_frames, "width": video.width,
-                                               "height": video.height, "fps": video.fps, "seed": video.seed},
+                                               "height": video.height, "fps": video.fps, "seed": video.seed,
+                                               "model_evaluations": video.model_evaluations,
+                                               "cached_evaluations": video.cached_evaluations},
                      "params": video.params, "timings": video.timings, "probe": info})
     elif args.quiet:
         print(path)
@@ -153,6 +166,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             chosen = ", ".join(f"{k}={v['chosen']}" for k, v in fit["changed"].items())
             print(f"fit auto: {chosen or 'fits as asked'}")
         print(f"{video}\nwrote {path}\n{info}")
+        if video.request is not None and video.request.cache is not None:
+            print(f"step cache {video.request.cache.mode}: {video.cached_evaluations} of "
+                  f"{(video.model_evaluations or 0) + (video.cached_evaluations or 0)} model evaluations from the cache")
     return 0
 
 

@@ -59,6 +59,14 @@ def parse_lora(text: str) -> tuple[str, float]:
     return text, 1.0
 
 
+def parse_cache_option(text: str) -> tuple[str, str]:
+    """NAME=VALUE (a --cache field)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
 def _common_options(p: argparse.ArgumentParser, default: Any) -> None:
     """-v/-q/--json, before or after the command (``default`` SUPPRESS on the commands, so that
     one given before the command is kept)."""
@@ -174,6 +182,14 @@ def _add_generate(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="a LoRA (repeatable; multiplier 1.0 by default)")
     p.add_argument("--high-noise-lora", type=parse_lora, action="append", default=[], metavar="PATH[:MULTIPLIER]",
                    help="a LoRA for Wan2.2 A14B's high-noise expert (repeatable)")
+    p.add_argument("--cache", metavar="MODE", help="a step cache: easycache, dbcache, taylorseer, cache-dit or "
+                                                   "spectrum (README: step caching)")
+    p.add_argument("--cache-option", type=parse_cache_option, action="append", default=[], metavar="NAME=VALUE",
+                   help="a --cache field (a wanpy.StepCache field or sd-cli's key: threshold, start, end, Fn, Bn, "
+                        "w, m, lam, window, flex, warmup, stop; repeatable)")
+    p.add_argument("--mmap", action="store_true", help="read the weight files through mmap")
+    p.add_argument("--vae-conv-direct", action="store_true",
+                   help="the VAE's 2-D convolutions as ggml's direct convolution (BENCHMARKS.md: when it helps)")
     _memory_options(p)
     p.add_argument("--threads", type=int, help="CPU threads (default: the physical cores)")
     p.add_argument("--fit", choices=("strict", "auto"), default="strict",

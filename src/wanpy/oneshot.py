@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from wanpy.memory import choose_fit
 from wanpy.model_set import PathArg, check_model_files, family_of_files
-from wanpy.pipeline import LOAD_SETTINGS, WanPipeline, check_previews
+from wanpy.pipeline import LOAD_SETTINGS, WanPipeline, check_diffusion_conv_direct, check_previews
 from wanpy.progress import Progress
 from wanpy.request import RequestOptions, build_request, check_options
 from wanpy.system import Device
@@ -39,7 +39,8 @@ class _OneShotPipeline(WanPipeline):
 def generate_video(prompt: str, *, diffusion_model: PathArg, vae: PathArg, text_encoder: PathArg | None = None,
                    high_noise_diffusion_model: PathArg | None = None, clip_vision: PathArg | None = None,
                    flash_attention: bool = False, offload_to_cpu: bool = False, keep_vae_on_cpu: bool = False,
-                   n_threads: int | None = None, device: Device | int | None = None,
+                   n_threads: int | None = None, device: Device | int | None = None, mmap: bool = False,
+                   vae_conv_direct: bool = False, diffusion_conv_direct: bool = False,
                    output: str | os.PathLike[str] | None = None, progress: bool = True,
                    callback: Callable[[Progress], Any] | None = None,
                    **options: Unpack[RequestOptions]) -> Video:
@@ -56,6 +57,8 @@ def generate_video(prompt: str, *, diffusion_model: PathArg, vae: PathArg, text_
     settings = {"flash_attention": check_bool("flash_attention", flash_attention),
                 "offload_to_cpu": check_bool("offload_to_cpu", offload_to_cpu),
                 "keep_vae_on_cpu": check_bool("keep_vae_on_cpu", keep_vae_on_cpu)}
+    fixed = {"mmap": check_bool("mmap", mmap), "vae_conv_direct": check_bool("vae_conv_direct", vae_conv_direct)}
+    check_diffusion_conv_direct(diffusion_conv_direct)
     check_bool("progress", progress)
     request = build_request(family_of_files(files), prompt, model_files=files, **options)
     check_previews(request, callback)
@@ -75,13 +78,13 @@ def generate_video(prompt: str, *, diffusion_model: PathArg, vae: PathArg, text_
                             clip_vision=files["clip_vision"], init_image=request.init_image is not None,
                             end_image=request.end_image is not None, flash_attention=settings["flash_attention"],
                             offload_to_cpu=settings["offload_to_cpu"], keep_vae_on_cpu=settings["keep_vae_on_cpu"],
-                            preview=request.preview)
+                            preview=request.preview, vae_conv_direct=fixed["vae_conv_direct"])
         settings.update({k: choice.settings[k] for k in LOAD_SETTINGS})
         request = dataclasses.replace(request, fit="strict", vae_tiling=choice.settings["vae_tiling"],
                                       tile_size=choice.settings["tile_size"])
     with _OneShotPipeline(dit_path, vae, files["text_encoder"], files["high_noise_diffusion_model"],
                           files["clip_vision"], vae_tiling=request.vae_tiling, n_threads=n_threads, device=device,
-                          preflight=request.preflight, progress=progress, **settings) as pipe:
+                          preflight=request.preflight, progress=progress, **settings, **fixed) as pipe:
         video = pipe.generate_video(request, progress=progress, callback=callback)
     video = dataclasses.replace(video, timings=dataclasses.replace(video.timings, load=pipe.load_seconds))
     if choice is not None:

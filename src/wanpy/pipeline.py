@@ -61,6 +61,12 @@ class WanPipeline:
             request this pipeline builds.
         offload_to_cpu: keep weights in RAM and move them to the device when used.
         keep_vae_on_cpu: run the VAE on the CPU.
+        mmap: sd.cpp reads the weight files through mmap (``enable_mmap``) instead of read().
+        vae_conv_direct: the VAE's 2-D convolutions run as ggml's direct convolution instead of
+            im2col + matrix multiply (smaller compute buffers; speed depends on the backend:
+            BENCHMARKS.md). The pre-flight measures the VAE's graphs with it.
+        diffusion_conv_direct: sd.cpp's direct convolutions in the diffusion model; it applies
+            them to UNet models only (Wan's DiT has no 2-D convolution), so True is refused.
         n_threads: CPU threads (default: physical cores).
         device: a ``wanpy.Device`` or its index (default: the first GPU, else the CPU).
         preflight: check that the weights fit the device before loading them.
@@ -73,7 +79,8 @@ class WanPipeline:
                  high_noise_diffusion_model: PathArg | None = None, clip_vision: PathArg | None = None, *,
                  flash_attention: bool = False, vae_tiling: bool = False, offload_to_cpu: bool = False,
                  keep_vae_on_cpu: bool = False, n_threads: int | None = None, device: Device | int | None = None,
-                 preflight: bool = True, progress: bool = True) -> None:
+                 preflight: bool = True, progress: bool = True, mmap: bool = False, vae_conv_direct: bool = False,
+                 diffusion_conv_direct: bool = False) -> None:
         self._ctx: _core.Context | None = None
         self._stops: set[threading.Event] = set()  # one per generation running or waiting: cancel() sets them
         self._stops_lock = threading.Lock()
@@ -82,6 +89,9 @@ class WanPipeline:
         self.vae_tiling = check_bool("vae_tiling", vae_tiling)
         self.offload_to_cpu = check_bool("offload_to_cpu", offload_to_cpu)
         self.keep_vae_on_cpu = check_bool("keep_vae_on_cpu", keep_vae_on_cpu)
+        self.mmap = check_bool("mmap", mmap)
+        self.vae_conv_direct = check_bool("vae_conv_direct", vae_conv_direct)
+        check_diffusion_conv_direct(diffusion_conv_direct)
         self.preflight = check_bool("preflight", preflight)
         self._loading_bar = check_bool("progress", progress)
         self.family = family_of_files(self.files)
@@ -112,7 +122,8 @@ class WanPipeline:
         return {"model": f["diffusion_model"], "vae": f["vae"], "text_encoder": f["text_encoder"],
                 "high_noise_diffusion_model": f["high_noise_diffusion_model"], "clip_vision": f["clip_vision"],
                 "flash_attention": self.flash_attention, "offload_to_cpu": self.offload_to_cpu,
-                "keep_vae_on_cpu": self.keep_vae_on_cpu, "device": self.device}
+                "keep_vae_on_cpu": self.keep_vae_on_cpu, "device": self.device,
+                "vae_conv_direct": self.vae_conv_direct}
 
     def _check_fits(self, width: int, height: int, num_frames: int, *, weights_only: bool = False,
                     request: GenerationRequest | None = None) -> Preflight:
@@ -180,8 +191,9 @@ class WanPipeline:
                     vae=f["vae"], t5xxl=f["text_encoder"], clip_vision=f["clip_vision"], n_threads=self.n_threads,
                     vae_decode_only=False,  # video mode needs the VAE encoder (and I2V encodes images)
                     flash_attention=self.flash_attention, offload_params_to_cpu=self.offload_to_cpu,
-                    keep_vae_on_cpu=self.keep_vae_on_cpu, keep_clip_on_cpu=False, enable_mmap=False,
-                    free_params_immediately=self._free_params_immediately, progress=bar.on_progress)
+                    keep_vae_on_cpu=self.keep_vae_on_cpu, keep_clip_on_cpu=False, enable_mmap=self.mmap,
+                    free_params_immediately=self._free_params_immediately, vae_conv_direct=self.vae_conv_direct,
+                    progress=bar.on_progress)
         except KeyboardInterrupt as exc:
             raise Cancelled("loading was interrupted (Ctrl-C); nothing stays loaded") from exc
         except _core.NativeError as exc:
@@ -310,8 +322,11 @@ class WanPipeline:
         frames = self._run(request, monitor, stop)
         if request.high_noise is not None:
             record["high_noise_steps_run"] = monitor.steps_seen.get("high_noise_sampling", 0)
+        counts = monitor.evaluations
+        record["evaluations"] = {phase: {"computed": c, "cached": k} for phase, (c, k) in counts.items()}
         video = Video(frames=frames, fps=request.fps, seed=request.seed, params=self._params(request, record),
-                      request=request)
+                      request=request, model_evaluations=sum(c for c, _ in counts.values()) if counts else None,
+                      cached_evaluations=sum(k for _, k in counts.values()) if counts else None)
         if request.interpolate is not None:
             video = video.interpolate(request.interpolate)
         return dataclasses.replace(video, timings=monitor.result(load=None, total=time.perf_counter() - t_start))
@@ -330,7 +345,7 @@ class WanPipeline:
         """``Video.params``: the request's record and what this run decided."""
         return {**request.to_dict(), **record, "flash_attention": self.flash_attention,
                 "offload_to_cpu": self.offload_to_cpu, "keep_vae_on_cpu": self.keep_vae_on_cpu,
-                "n_threads": self.n_threads, "device": self.device.name, "backend": _core.BACKEND,
+                "mmap": self.mmap, "vae_conv_direct": self.vae_conv_direct, "n_threads": self.n_threads, "device": self.device.name, "backend": _core.BACKEND,
                 "model_files": dict(self.files)}
 
     def _run(self, request: GenerationRequest, monitor: GenerationMonitor, stop: threading.Event) -> Any:
@@ -363,7 +378,8 @@ class WanPipeline:
                         vae_tiling=r.vae_tiling, tile_size_x=tile_x, tile_size_y=tile_y,
                         tile_overlap=r.tile_overlap, progress=monitor.on_progress,
                         preview=None if r.preview is None else monitor.on_preview, preview_mode=r.preview or "proj",
-                        preview_every=r.preview_every, preview_noisy=r.preview_noisy)
+                        preview_every=r.preview_every, preview_noisy=r.preview_noisy,
+                        cache=None if r.cache is None else r.cache.to_native())
             except KeyboardInterrupt as exc:
                 raise Cancelled("generation interrupted (Ctrl-C)") from exc
             except _core.Cancelled as exc:
@@ -384,6 +400,14 @@ class WanPipeline:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"loaded on {self.device.name}"
         return f"<WanPipeline {self.family.name} {state}>"
+
+
+def check_diffusion_conv_direct(value: Any) -> None:
+    """sd.cpp applies diffusion_conv_direct to UNet models only: for Wan it would change nothing."""
+    if check_bool("diffusion_conv_direct", value):
+        raise ValueError("diffusion_conv_direct=True: sd.cpp 0.4.7 applies direct convolutions to UNet diffusion "
+                         "models only (Wan's DiT has no 2-D convolution), so it would change nothing; "
+                         "vae_conv_direct=True applies them to the Wan VAE")
 
 
 def check_previews(request: GenerationRequest, callback: Any) -> None:

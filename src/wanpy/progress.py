@@ -25,6 +25,8 @@ PHASES = ("loading", "lora_loading", "high_noise_sampling", "sampling", "vae_dec
 # with progress reports of their own, before text encoding.
 _LORA_START = re.compile(r"^apply lora (at runtime|immediately)|^loading LoRA from ")
 _LORA_END = re.compile(r"^apply_loras completed, taking ([\d.]+)s")
+# one per sampling pass (extern/patches/0005): the model evaluations run and served by the step cache
+_EVALUATIONS = re.compile(r"wanpy: model evaluations: (\d+) computed, (\d+) from the step cache")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class GenerationMonitor:
         self._phase_start = time.perf_counter()
         self.timings: dict[str, float] = {}
         self.steps_seen: dict[str, int] = {}
+        self.evaluations: dict[str, tuple[int, int]] = {}  # sampling phase -> (computed, from the cache)
         self._after_loras = first_phase
         self._preview: tuple[int, np.ndarray] | None = None  # (step, frames) not yet delivered
 
@@ -97,6 +100,10 @@ class GenerationMonitor:
 
     # called for every sd.cpp log line
     def on_log(self, text: str) -> None:
+        m = _EVALUATIONS.search(text)
+        if m:
+            self.evaluations[self.phase] = (int(m.group(1)), int(m.group(2)))
+            return
         if _LORA_START.search(text):
             if self.phase != "lora_loading":
                 self._after_loras = self.phase

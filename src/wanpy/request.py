@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 import numpy as np
 
 from wanpy import _core
+from wanpy.cache import StepCache, check_cache
 from wanpy.catalogue import DEFAULT_SAMPLE_METHOD, DEFAULT_SCHEDULER, WanFamily
 from wanpy.catalogue import family as find_family
 from wanpy.memory.fit import FIT_MODES, FitMode
@@ -68,7 +69,9 @@ class RequestOptions(TypedDict, total=False):
     at full resolution) delivers ``Progress.preview`` frames to the callback every
     ``preview_every`` steps (of the denoised latents; ``preview_noisy``: the noisy ones).
     ``interpolate``: a higher fps the video is brought to by motion-compensated frame
-    interpolation after decoding (``Video.interpolate``)."""
+    interpolation after decoding (``Video.interpolate``). ``cache``: a step cache
+    (``wanpy.StepCache`` or a mode name: "easycache", "dbcache", "taylorseer", "cache-dit",
+    "spectrum") that replaces model evaluations; ``Video.cached_evaluations`` says how many."""
 
     negative_prompt: str
     width: int | None
@@ -102,13 +105,14 @@ class RequestOptions(TypedDict, total=False):
     preview_every: int
     preview_noisy: bool
     interpolate: float | Fraction | None
+    cache: StepCache | str | None
 
 
 OPTION_NAMES = frozenset(RequestOptions.__optional_keys__)
 # pipeline settings fixed when the weights load: a misplaced one is named as such
 LOAD_SETTINGS = frozenset({"flash_attention", "offload_to_cpu", "keep_vae_on_cpu", "n_threads", "device",
                            "diffusion_model", "vae", "text_encoder", "high_noise_diffusion_model",
-                           "clip_vision"})
+                           "clip_vision", "mmap", "vae_conv_direct", "diffusion_conv_direct"})
 
 
 def check_options(options: Mapping[str, Any], where: str) -> None:
@@ -160,6 +164,7 @@ class GenerationRequest:
     preview_every: int = 1
     preview_noisy: bool = False
     interpolate: Fraction | None = None
+    cache: StepCache | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable record: fps as a string ("16", "30000/1001"), images as their
@@ -173,6 +178,7 @@ class GenerationRequest:
             "loras": [dataclasses.asdict(lora) for lora in self.loras],
             "vae_tiling": self.vae_tiling, "tile_size": self.tile_size, "tile_overlap": self.tile_overlap,
             "preflight": self.preflight, "fit": self.fit, "preview": self.preview,
+            "cache": None if self.cache is None else self.cache.to_dict(),
         }
         if self.preview is not None:
             out.update(preview_every=self.preview_every, preview_noisy=self.preview_noisy)
@@ -231,7 +237,8 @@ def build_request(family: str | WanFamily, prompt: str, *,
         raise ValueError("fit='auto' chooses settings from the pre-flight: it cannot run with preflight=False")
     preview, preview_every, preview_noisy = _previews(options, steps)
     return GenerationRequest(
-        interpolate=_interpolate(o("interpolate"), shape[3], shape[2]), preview=preview, preview_every=preview_every, preview_noisy=preview_noisy, family=fam, prompt=prompt, negative_prompt=negative_prompt, width=shape[0], height=shape[1],
+        interpolate=_interpolate(o("interpolate"), shape[3], shape[2]), preview=preview, preview_every=preview_every,
+        preview_noisy=preview_noisy, cache=check_cache(o("cache")), family=fam, prompt=prompt, negative_prompt=negative_prompt, width=shape[0], height=shape[1],
         num_frames=shape[2], fps=shape[3], steps=steps, cfg_scale=cfg, flow_shift=shift,
         sample_method=sample_method, scheduler=scheduler, seed=check_seed(o("seed")),
         loras=check_loras(o("loras", ()), fam, model_files), high_noise=_high_noise(fam, options, steps, sample_method,

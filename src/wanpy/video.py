@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -43,7 +44,11 @@ class Video:
 
     ``request`` is the validated ``GenerationRequest`` (``request.to_dict()`` for JSON);
     ``params`` is its record plus what the run decided (device, backend, model files, the
-    pre-flight's figures, ``fit="auto"``'s choice): one JSON-serialisable dict."""
+    pre-flight's figures, ``fit="auto"``'s choice): one JSON-serialisable dict.
+    ``model_evaluations``: the diffusion-model evaluations sd.cpp ran (a step with cfg != 1
+    runs two); ``cached_evaluations``: those a step cache replaced (both experts of Wan2.2
+    A14B together; ``params["evaluations"]`` has them per sampling pass). sd.cpp counts them
+    (None for a video that was not generated here)."""
 
     frames: np.ndarray
     fps: Fraction
@@ -51,6 +56,8 @@ class Video:
     params: dict[str, Any] = field(default_factory=dict)
     timings: Timings = field(default_factory=Timings)
     request: GenerationRequest | None = field(default=None, repr=False)
+    model_evaluations: int | None = None
+    cached_evaluations: int | None = None
 
     @property
     def num_frames(self) -> int:
@@ -109,8 +116,7 @@ class Video:
 
         frames, new_fps = interpolate_frames(self.frames, self.fps, fps)
         params = {**self.params, "interpolated_from": str(self.fps), "fps": str(new_fps)}
-        return Video(frames=frames, fps=new_fps, seed=self.seed, params=params, timings=self.timings,
-                     request=self.request)
+        return dataclasses.replace(self, frames=frames, fps=new_fps, params=params)
 
     def _tags(self, gif: bool) -> dict[str, str] | None:
         """The request, as JSON, for the file's tags (read back as ``probe_video(...).request``)."""

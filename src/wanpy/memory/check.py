@@ -47,7 +47,8 @@ def preflight(model: PathArg, *, width: int, height: int, num_frames: int,
               max_allocation: int | str | None = None, total_memory: int | str | None = None,
               clip_vision: PathArg | None = None, init_image: bool = False,
               end_image: bool = False, tile_size: tuple[int, int] | None = None, tile_overlap: float = 0.5,
-              preview: str | None = None, suggest: bool = True, weights_only: bool = False) -> Preflight:
+              preview: str | None = None, suggest: bool = True, weights_only: bool = False,
+              vae_conv_direct: bool = False) -> Preflight:
     """What a generation will allocate, and whether it fits, before loading anything.
 
     Args:
@@ -69,6 +70,7 @@ def preflight(model: PathArg, *, width: int, height: int, num_frames: int,
         tile_size, tile_overlap: VAE tile size in latent pixels (default: sd.cpp's 32).
         preview: the generation's preview mode: "vae" decodes inside each previewed sampling
             step, so that phase holds the DiT's and the VAE's compute buffers at once.
+        vae_conv_direct: as for ``WanPipeline`` (the VAE's graphs with direct convolutions).
         suggest: compute ``suggestions`` (alternatives re-measured to fit).
         weights_only: only the weights and the load phase (what a pipeline checks before
             loading; the size arguments are then only used for validation).
@@ -84,7 +86,7 @@ def preflight(model: PathArg, *, width: int, height: int, num_frames: int,
         offload_to_cpu=offload_to_cpu, keep_vae_on_cpu=keep_vae_on_cpu, device=device,
         max_allocation=max_allocation, total_memory=total_memory, clip_vision=clip_vision,
         init_image=init_image, end_image=end_image, tile_size=tile_size, tile_overlap=tile_overlap,
-        preview=preview)
+        preview=preview, vae_conv_direct=vae_conv_direct)
     return build_report(p, p.config, started, suggest=suggest, weights_only=weights_only)
 
 
@@ -100,10 +102,12 @@ def prepare(model: PathArg, *, width: int, height: int, num_frames: int, flash_a
             offload_to_cpu: bool, keep_vae_on_cpu: bool, device: Device | int | None,
             max_allocation: int | str | None, total_memory: int | str | None, clip_vision: PathArg | None,
             init_image: bool, end_image: bool, tile_size: tuple[int, int] | None,
-            tile_overlap: float, tiling_may_follow: bool = False, preview: str | None = None) -> Prepared:
+            tile_overlap: float, tiling_may_follow: bool = False, preview: str | None = None,
+            vae_conv_direct: bool = False) -> Prepared:
     """The validated request, its measuring session and its target device."""
     check_flags(flash_attention=flash_attention, vae_tiling=vae_tiling, offload_to_cpu=offload_to_cpu,
-                keep_vae_on_cpu=keep_vae_on_cpu, init_image=init_image, end_image=end_image)
+                keep_vae_on_cpu=keep_vae_on_cpu, init_image=init_image, end_image=end_image,
+                vae_conv_direct=vae_conv_direct)
     src = sources(model, vae=vae, text_encoder=text_encoder, high_noise=high_noise, clip_vision=clip_vision)
     s = session(src)
     dit = DITS[s.dit_desc(False)]
@@ -112,7 +116,7 @@ def prepare(model: PathArg, *, width: int, height: int, num_frames: int, flash_a
     tile_size, tile_overlap = check_tiles(tile_size, tile_overlap, vae_tiling=vae_tiling, width=width, height=height,
                                           spatial_scale=dit.vae.spatial_scale, tiling_may_follow=tiling_may_follow)
     cfg = Config(width, height, num_frames, flash_attention, vae_tiling, offload_to_cpu, keep_vae_on_cpu,
-                 init_image, end_image, tile_size, tile_overlap, check_preview(preview) == "vae")
+                 init_image, end_image, tile_size, tile_overlap, check_preview(preview) == "vae", vae_conv_direct)
     return Prepared(s, cfg, target(device, max_allocation, total_memory), src.label, dit.size_multiple)
 
 
@@ -130,6 +134,7 @@ def build_report(p: Prepared, cfg: Config, started: float, *, suggest: bool,
         suggestions = (f"largest allocation leaves {format_bytes(headroom)} below the ceiling",)
     params = {"width": cfg.width, "height": cfg.height, "num_frames": cfg.num_frames,
               "flash_attention": cfg.flash_attention, "vae_tiling": cfg.vae_tiling,
+              "vae_conv_direct": cfg.vae_conv_direct,
               "offload_to_cpu": cfg.offload_to_cpu, "keep_vae_on_cpu": cfg.keep_vae_on_cpu,
               "init_image": cfg.init_image, "end_image": cfg.end_image, "tile_size": cfg.tile_size,
               "tile_overlap": cfg.tile_overlap, "model": p.label, "alignment": t.alignment,

@@ -39,6 +39,7 @@ class Config:
     tile_size: tuple[int, int] | None
     tile_overlap: float
     preview_vae: bool = False  # VAE previews decode while the DiT samples: both compute buffers at once
+    vae_conv_direct: bool = False  # the VAE's Conv2d as ggml_conv_2d_direct (no im2col buffers)
 
 
 @dataclass(frozen=True)
@@ -223,13 +224,13 @@ def _vae(s: Any, decode: bool, cfg: Config, t: Target, w: int, h: int, frames: i
     if decode:
         if cfg.vae_tiling:
             w, h = _tile(w, tx), _tile(h, ty)
-        result: dict[str, Any] = s.vae_graph(True, [w, h, frames, dit.vae.z_dim], fa, al, ch)
+        result: dict[str, Any] = s.vae_graph(True, [w, h, frames, dit.vae.z_dim], fa, al, ch, cfg.vae_conv_direct)
         return result
     if cfg.vae_tiling:
         scale = dit.vae.spatial_scale
         w = _tile(w // scale, tx, _TILE_ENCODE_FACTOR) * scale
         h = _tile(h // scale, ty, _TILE_ENCODE_FACTOR) * scale
-    result = s.vae_graph(False, [w, h, frames, 3], fa, al, ch)
+    result = s.vae_graph(False, [w, h, frames, 3], fa, al, ch, cfg.vae_conv_direct)
     return result
 
 
