@@ -6,7 +6,6 @@ runs at a time per process (sd.cpp's callbacks and buffers are process-global), 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -258,6 +257,8 @@ class WanPipeline:
         Values are checked before anything runs, on the calling thread."""
         request, bars = self._checked_call(prompt, progress, callback, options)
         with self._stop_event() as stop:
+            import asyncio  # only this method needs it: not imported by `import wanpy`
+
             work = asyncio.get_running_loop().run_in_executor(None, self._generate, request, bars, callback, stop)
             try:
                 return await asyncio.shield(work)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from wanpy.video import Timings
 
@@ -137,7 +136,7 @@ class GenerationMonitor:
     def _update_bar(self, step: int, steps: int) -> None:
         if self._bar is None or self._bar.total != steps:
             self._close_bar()
-            self._bar = tqdm(total=steps, desc=self.phase.replace("_", " "), unit="step", leave=True)
+            self._bar = _tqdm()(total=steps, desc=self.phase.replace("_", " "), unit="step", leave=True)
         self._bar.update(step - self._bar.n)
 
     def _close_bar(self) -> None:
@@ -167,7 +166,7 @@ class LoadingBar:
         if self.enabled and steps > 0:
             if self._bar is None or self._bar.total != steps:
                 self.close()
-                self._bar = tqdm(total=steps, desc="loading", unit="tensor", leave=True)
+                self._bar = _tqdm()(total=steps, desc="loading", unit="tensor", leave=True)
             self._bar.update(max(0, step - self._bar.n))
         return True
 
@@ -176,3 +175,9 @@ class LoadingBar:
             self._bar.close()
             self._bar = None
 
+
+def _tqdm() -> Any:
+    """tqdm's class, imported when the first bar is drawn (not by ``import wanpy``)."""
+    from tqdm.auto import tqdm
+
+    return tqdm
