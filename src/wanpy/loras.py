@@ -1,11 +1,12 @@
 """LoRA files: which model tensors they name, checked before a generation.
 
 sd.cpp applies a LoRA it cannot use as nothing: a file that fails to load is logged and
-skipped, one whose tensors name no layer of the loaded models adds zero tensors, and with
-quantized weights (LoRAs applied at run time) a high-noise LoRA is filtered out entirely.
-The video then comes out without the LoRA and nothing says so. wanpy reads the file's
-header and converts its tensor names with sd.cpp's own rules (``_core.convert_tensor_names``)
-so that such a LoRA is refused before any sampling.
+skipped, and one whose tensors name no layer of the loaded models adds zero tensors. The
+video then comes out without the LoRA and nothing says so. wanpy reads the file's header
+and converts its tensor names with sd.cpp's own rules (``_core.convert_tensor_names``) so
+that such a LoRA is refused before any sampling. A high-noise LoRA targets the high-noise
+expert's tensors only, whether sd.cpp merges it (unquantized weights) or applies it at run
+time (quantized weights: patch 0006, without which sd.cpp 0.4.7 dropped it there).
 """
 
 from __future__ import annotations
@@ -91,19 +92,6 @@ def _shape_problem(parts: dict[str, tuple[int, ...]], weight: tuple[int, ...]) -
     return None
 
 
-_UNQUANTIZED = frozenset({"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64"})
-
-
-def _any_quantized(paths: list[str]) -> bool:
-    """Whether any tensor of these files is a quantized GGUF type (what makes sd.cpp's
-    LORA_APPLY_AUTO apply LoRAs at run time instead of merging them into the weights)."""
-    for path in paths:
-        header = read_header_cached(path)
-        if header.format == "gguf" and any(t.dtype not in _UNQUANTIZED for t in header.tensors.values()):
-            return True
-    return False
-
-
 def check_lora_file(label: str, path: str, *, high_noise: bool, model_files: dict[str, str | None]) -> LoraTargets:
     """Refuse a LoRA sd.cpp would apply as nothing, or whose shapes would abort the process
     (ggml asserts); returns what it targets. ``model_files``: slot -> path of the pipeline's
@@ -118,11 +106,6 @@ def check_lora_file(label: str, path: str, *, high_noise: bool, model_files: dic
             f"{label}: {path!r} holds no LoRA tensors (names ending in lora_down/lora_up, lora_A/lora_B, alpha, "
             f"diff, hada_* or lokr_*){f'; its tensors are named like {example}' if example else ''}: is it a "
             "LoRA?", path=path)
-    if high_noise and _any_quantized([p for p in model_files.values() if p is not None]):
-        raise ValueError(
-            f"{label}: sd.cpp 0.4.7 applies LoRAs to quantized models at run time and then only to the "
-            "low-noise expert: a high-noise LoRA would be ignored. Use unquantized (F16/BF16/F32) experts "
-            "or apply the LoRA to the low-noise expert (high_noise=False)")
     slots = ("high_noise_diffusion_model",) if high_noise else ("diffusion_model", "text_encoder", "vae")
     model: dict[str, tuple[int, ...]] = {}
     for slot in slots:
