@@ -58,6 +58,8 @@ def main() -> None:
                 runs[i].append({"sampling_s": video.timings.sampling, "computed": video.model_evaluations,
                                 "cached": video.cached_evaluations, "max_diff": int(diff.max()),
                                 "mean_diff": float(diff.mean())})
+                print(f"  {cache!r}: sampling {video.timings.sampling:.2f} s, {video.model_evaluations} run, "
+                      f"{video.cached_evaluations} cached", flush=True)
     rows = []
     for i, cache in enumerate(settings):
         r = runs[i]
