@@ -29,7 +29,7 @@ memory (``std::vector``), never on the device.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -191,13 +191,16 @@ def check_cache(cache: Any) -> StepCache | None:
                     f"got {type(cache).__name__}")
 
 
-def parse_cache_options(mode: str, options: Mapping[str, str]) -> StepCache:
-    """A StepCache from text values (the CLI's ``--cache-option NAME=VALUE``). NAME is a
-    StepCache field or one of sd-cli's ``--cache-option`` keys (``threshold``, ``start``, ``w``, ...)."""
+def parse_cache_options(mode: str, options: Mapping[str, str] | Iterable[tuple[str, str]]) -> StepCache:
+    """A StepCache from text values (the CLI's ``--cache-option NAME=VALUE``, in order). NAME
+    is a StepCache field or one of sd-cli's ``--cache-option`` keys (``threshold``, ``start``,
+    ``w``, ...); a field given twice is refused (sd-cli keeps the last)."""
     mode = _check_mode(mode)
     values: dict[str, float | int] = {}
-    for key, text in options.items():
+    for key, text in options.items() if isinstance(options, Mapping) else options:
         name = _field_for_key(mode, key)
+        if name in values:
+            raise ValueError(f"cache option {key} given more than once ({name})")
         kind = int if isinstance(_FIELDS[name][1], int) else float
         try:
             values[name] = kind(text)

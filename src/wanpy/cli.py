@@ -105,11 +105,7 @@ def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if args.cache is not None:
         from wanpy.cache import parse_cache_options
 
-        names = [name for name, _ in args.cache_option]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"--cache-option {', '.join(repeated)} given more than once")
-        kwargs["cache"] = parse_cache_options(args.cache, dict(args.cache_option))
+        kwargs["cache"] = parse_cache_options(args.cache, args.cache_option)
     elif args.cache_option:
         raise ValueError("--cache-option needs --cache MODE")
     return kwargs

@@ -62,8 +62,8 @@ class WanPipeline:
         keep_vae_on_cpu: run the VAE on the CPU.
         mmap: sd.cpp reads the weight files through mmap (``enable_mmap``) instead of read().
         vae_conv_direct: the VAE's 2-D convolutions run as ggml's direct convolution instead of
-            im2col + matrix multiply (smaller compute buffers; speed depends on the backend:
-            BENCHMARKS.md). The pre-flight measures the VAE's graphs with it.
+            im2col + matrix multiply (same pixels; on the CPU no faster and a slightly larger
+            decode buffer: BENCHMARKS.md). The pre-flight measures the VAE's graphs with it.
         diffusion_conv_direct: sd.cpp's direct convolutions in the diffusion model; it applies
             them to UNet models only (Wan's DiT has no 2-D convolution), so True is refused.
         n_threads: CPU threads (default: physical cores).
@@ -346,7 +346,8 @@ class WanPipeline:
         """``Video.params``: the request's record and what this run decided."""
         return {**request.to_dict(), **record, "flash_attention": self.flash_attention,
                 "offload_to_cpu": self.offload_to_cpu, "keep_vae_on_cpu": self.keep_vae_on_cpu,
-                "mmap": self.mmap, "vae_conv_direct": self.vae_conv_direct, "n_threads": self.n_threads, "device": self.device.name, "backend": _core.BACKEND,
+                "mmap": self.mmap, "vae_conv_direct": self.vae_conv_direct, "n_threads": self.n_threads,
+                "device": self.device.name, "backend": _core.BACKEND,
                 "model_files": dict(self.files)}
 
     def _run(self, request: GenerationRequest, monitor: GenerationMonitor, stop: threading.Event) -> Any:

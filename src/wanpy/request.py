@@ -238,7 +238,8 @@ def build_request(family: str | WanFamily, prompt: str, *,
     preview, preview_every, preview_noisy = _previews(options, steps)
     return GenerationRequest(
         interpolate=_interpolate(o("interpolate"), shape[3], shape[2]), preview=preview, preview_every=preview_every,
-        preview_noisy=preview_noisy, cache=check_cache(o("cache")), family=fam, prompt=prompt, negative_prompt=negative_prompt, width=shape[0], height=shape[1],
+        preview_noisy=preview_noisy, cache=check_cache(o("cache")), family=fam, prompt=prompt,
+        negative_prompt=negative_prompt, width=shape[0], height=shape[1],
         num_frames=shape[2], fps=shape[3], steps=steps, cfg_scale=cfg, flow_shift=shift,
         sample_method=sample_method, scheduler=scheduler, seed=check_seed(o("seed")),
         loras=check_loras(o("loras", ()), fam, model_files), high_noise=_high_noise(fam, options, steps, sample_method,
