@@ -6,6 +6,7 @@
 #include <string>
 
 #include "ggml-backend.h"
+#include "ggml_extend.hpp"
 
 namespace {
 
@@ -67,4 +68,13 @@ void wanpy::register_devices(py::module_& m) {
     m.def("vulkan_device_limits", &wanpy::vulkan_device_limits,
           "Driver limits of the Vulkan devices ggml uses, in ggml's order (Vulkan0, Vulkan1, ...); empty in "
           "builds without Vulkan.");
+    m.def("set_tensor_ceiling", &sd_set_tensor_ceiling, py::arg("device"), py::arg("nbytes"),
+          "Tell sd.cpp the largest single tensor the ggml device named `device` can hold (0: no ceiling). "
+          "The Wan DiT computes its feed-forward block in token chunks above it (patch 0007), as the "
+          "pre-flight measures with the same ceiling.");
+    m.def("tensor_ceiling", [](const std::string& device) {
+        std::lock_guard<std::mutex> lock(sd_tensor_ceiling_mutex());
+        auto it = sd_tensor_ceilings().find(device);
+        return it == sd_tensor_ceilings().end() ? size_t{0} : it->second;
+    }, py::arg("device"), "The ceiling set_tensor_ceiling gave `device` (0: none).");
 }

@@ -7,7 +7,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BACKEND', 'CacheParams', 'Cancelled', 'Context', 'MeasureSession', 'NativeError', 'PROMPT_STACK_PER_BYTE', 'SDCPP_SOURCE', 'backend_devices', 'convert_tensor_names', 'env_vars_read', 'num_physical_cores', 'sample_methods', 'schedulers', 'sdcpp_system_info', 'sdcpp_version', 'set_log_sink', 'thread_stack_left', 'vulkan_device_limits']
+__all__: list[str] = ['BACKEND', 'CacheParams', 'Cancelled', 'Context', 'MeasureSession', 'NativeError', 'PROMPT_STACK_PER_BYTE', 'SDCPP_SOURCE', 'backend_devices', 'convert_tensor_names', 'env_vars_read', 'num_physical_cores', 'sample_methods', 'schedulers', 'sdcpp_system_info', 'sdcpp_version', 'set_log_sink', 'set_tensor_ceiling', 'tensor_ceiling', 'thread_stack_left', 'vulkan_device_limits']
 class NativeError(RuntimeError):
     pass
 class Cancelled(RuntimeError):
@@ -173,8 +173,10 @@ class MeasureSession:
         """
         sd.cpp's description of the DiT it would build (its model name).
         """
-    def dit_graph(self, high_noise: bool, x: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], context: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], clip_fea: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], c_concat: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], timesteps: typing.SupportsInt | typing.SupportsIndex, flash_attention: bool, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex) -> dict[str, typing.Any]:
-        ...
+    def dit_graph(self, high_noise: bool, x: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], context: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], clip_fea: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], c_concat: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], timesteps: typing.SupportsInt | typing.SupportsIndex, flash_attention: bool, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex, tensor_ceiling: typing.SupportsInt | typing.SupportsIndex = 0) -> dict[str, typing.Any]:
+        """
+        tensor_ceiling: the device's largest single tensor (0: none), as a real run registers it with set_tensor_ceiling; the DiT's feed-forward block is chunked above it (patch 0007).
+        """
     def has(self, prefix: str) -> bool:
         """
         Whether any tensor name starts with prefix.
@@ -220,6 +222,14 @@ def sdcpp_version() -> str:
 def set_log_sink(sink: collections.abc.Callable[[str, str, str], None] | None) -> None:
     """
     Route sd.cpp and ggml log lines to sink(source, level, text); None stops routing (do so at exit: native destructors may log while the interpreter shuts down).
+    """
+def set_tensor_ceiling(device: str, nbytes: typing.SupportsInt | typing.SupportsIndex) -> None:
+    """
+    Tell sd.cpp the largest single tensor the ggml device named `device` can hold (0: no ceiling). The Wan DiT computes its feed-forward block in token chunks above it (patch 0007), as the pre-flight measures with the same ceiling.
+    """
+def tensor_ceiling(device: str) -> int:
+    """
+    The ceiling set_tensor_ceiling gave `device` (0: none).
     """
 def thread_stack_left() -> int:
     """

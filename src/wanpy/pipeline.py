@@ -169,6 +169,9 @@ class WanPipeline:
 
     def _load_timed(self) -> None:
         start = time.perf_counter()
+        # sd.cpp computes the DiT's feed-forward block in token chunks above the device's
+        # per-allocation ceiling (patch 0007), as the pre-flight measures with the same ceiling
+        _core.set_tensor_ceiling(self.device.name, self.device.max_allocation or 0)
         with native(), self._device_selected():
             self._ctx = self._load()
         self.load_seconds = time.perf_counter() - start

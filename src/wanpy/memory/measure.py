@@ -207,11 +207,12 @@ def _graphs(s: Any, cfg: Config, t: Target, dit: DitShape, weights_only: bool) -
     c_concat = [w, h, t_lat, dit.in_dim - dit.out_dim] if dit.encodes_whole_clip else []
     x = [w, h, t_lat, dit.vae.z_dim]
     steps_in = t_lat if dit.image_as_first_latent else 1
+    ceiling = t.max_allocation or 0  # the DiT chunks its feed-forward block above it, as a real run does
     if s.has(COMPONENTS["high_noise_diffusion_model"].graph_prefix):
         graphs.append(_Graph("high-noise sampling", "high_noise_diffusion_model",
-                             s.dit_graph(True, x, context, clip_fea, c_concat, steps_in, fa, al, ch)))
+                             s.dit_graph(True, x, context, clip_fea, c_concat, steps_in, fa, al, ch, ceiling)))
     graphs.append(_Graph("sampling", "diffusion_model",
-                         s.dit_graph(False, x, context, clip_fea, c_concat, steps_in, fa, al, ch)))
+                         s.dit_graph(False, x, context, clip_fea, c_concat, steps_in, fa, al, ch, ceiling)))
     graphs.append(_Graph("VAE decode", "vae", _vae(s, True, cfg, t, w, h, t_lat, dit)))
     return graphs
 
