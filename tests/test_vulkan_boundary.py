@@ -4,7 +4,10 @@ a real generation passes; one byte below, the pre-flight refuses and a real gene
 (preflight=False) fails cleanly, and fit="auto" then finds the settings that do fit (or says
 that none does). Two shapes, where different tensors are the largest: the VAE decoder's im2col
 (48x48, 1 frame) and the DiT's feed-forward activation while sampling (128x128, 13 frames, the
-VAE kept on the CPU).
+VAE kept on the CPU). One byte below the feed-forward activation, patch 0007 computes it in two
+token chunks: the pre-flight and the engine agree, and the frames equal the unchunked run's at
+a ceiling that holds it; with the patch's path switched off (WANPY_FFN_CHUNKS=1) the old
+boundary holds.
 
 Slow: lavapipe runs a 1.3B step and the VAE on two CPU cores (minutes per process).
 """
@@ -12,6 +15,7 @@ Slow: lavapipe runs a 1.3B step and the VAE on two CPU cores (minutes per proces
 from __future__ import annotations
 
 import json
+from functools import cache
 
 import pytest
 
@@ -20,7 +24,8 @@ from conftest import run_python
 pytestmark = [pytest.mark.vulkan, pytest.mark.slow]
 
 CASE = """
-import json, wanpy
+import hashlib, json, wanpy
+from wanpy import _core
 from wanpy.testing import cached_model_set
 m = cached_model_set(variant="wan2.1-t2v-1.3b", dtype="q4_0", seed=0)
 request = {request}
@@ -28,11 +33,15 @@ settings = dict(flash_attention=True, keep_vae_on_cpu={keep_vae_on_cpu})
 out = {{}}
 report = wanpy.preflight(m.diffusion_model, vae=m.vae, suggest=False, **settings, **request)
 out["preflight"] = [report.fits, report.largest.name, report.largest.nbytes, report.max_allocation]
+out["sampling_tensor"] = next(a.name for a in report.allocations if a.phase == "sampling" and a.kind == "tensor")
 with wanpy.WanPipeline(m.diffusion_model, m.vae, n_threads=2, **settings) as pipe:
     out["device"] = pipe.device.name
+    out["registered_ceiling"] = _core.tensor_ceiling(pipe.device.name)
     run = dict(steps=1, cfg_scale=1.0, seed=5, progress=False, **request)
     try:
-        out["strict"] = list(pipe.generate_video("fox", **run).frames.shape)
+        frames = pipe.generate_video("fox", **run).frames
+        out["strict"] = list(frames.shape)
+        out["digest"] = hashlib.sha256(frames.tobytes()).hexdigest()
     except wanpy.AllocationTooLargeError as exc:
         out["strict"] = ["refused", exc.required, exc.limit]
     try:
@@ -59,9 +68,11 @@ FFN_BYTES = 8960 * 256 * 4
 
 
 def run_case(ceiling: int, auto: bool, request: str = "dict(width=48, height=48, num_frames=1)",
-             keep_vae_on_cpu: bool = False) -> dict:
+             keep_vae_on_cpu: bool = False, ffn_chunks: str | None = None) -> dict:
     env = {"GGML_VK_VISIBLE_DEVICES": "0", "GGML_VK_FORCE_MAX_BUFFER_SIZE": str(ceiling),
            "GGML_VK_SUBALLOCATION_BLOCK_SIZE": str(ceiling)}
+    if ffn_chunks is not None:
+        env["WANPY_FFN_CHUNKS"] = ffn_chunks
     result = run_python(CASE.format(auto=auto, request=request, keep_vae_on_cpu=keep_vae_on_cpu), env=env,
                         timeout=2400)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -92,15 +103,32 @@ def test_one_byte_below_the_preflight_refuses_the_engine_fails_and_auto_fits():
 FFN_REQUEST = "dict(width=128, height=128, num_frames=13)"
 
 
+@cache
+def ffn_at_size() -> dict:
+    return run_case(FFN_BYTES, auto=False, request=FFN_REQUEST, keep_vae_on_cpu=True)
+
+
 def test_dit_activation_largest_at_the_predicted_size_both_pass():
-    out = run_case(FFN_BYTES, auto=False, request=FFN_REQUEST, keep_vae_on_cpu=True)
+    out = ffn_at_size()
     assert out["preflight"] == [True, "diffusion_model mul_mat f32 [8960, 256]", FFN_BYTES, FFN_BYTES]
+    assert out["registered_ceiling"] == FFN_BYTES  # what sd.cpp chunks against: the device's ceiling
     assert out["strict"] == [13, 128, 128, 3]
     assert out["unchecked"] == [13, 128, 128, 3]
 
 
-def test_dit_activation_largest_one_byte_below_refused_fails_and_nothing_fits():
-    out = run_case(FFN_BYTES - 1, auto=True, request=FFN_REQUEST, keep_vae_on_cpu=True)
+def test_dit_activation_one_byte_below_is_chunked_and_gives_the_same_frames():
+    out = run_case(FFN_BYTES - 1, auto=False, request=FFN_REQUEST, keep_vae_on_cpu=True)
+    fits, _, largest, ceiling = out["preflight"]
+    assert fits and largest <= ceiling == FFN_BYTES - 1
+    assert out["sampling_tensor"] == "diffusion_model mul_mat f32 [8960, 128]"  # two chunks of 128 tokens
+    assert out["registered_ceiling"] == FFN_BYTES - 1
+    assert out["strict"] == [13, 128, 128, 3]
+    assert out["unchecked"] == [13, 128, 128, 3]
+    assert out["digest"] == ffn_at_size()["digest"]  # the same frames as the unchunked run
+
+
+def test_dit_activation_unchunked_one_byte_below_refused_fails_and_nothing_fits():
+    out = run_case(FFN_BYTES - 1, auto=True, request=FFN_REQUEST, keep_vae_on_cpu=True, ffn_chunks="1")
     assert out["preflight"][:3] == [False, "diffusion_model mul_mat f32 [8960, 256]", FFN_BYTES]
     assert out["strict"] == ["refused", FFN_BYTES, FFN_BYTES - 1]
     assert out["unchecked"][0] == "GenerationError"  # ggml could not allocate; the process lives on
