@@ -9,6 +9,9 @@
 #                                     on the device (the device tool's `run`, carrying .gpu): install the
 #                                     carried wheels, find CUDA 13's runtime and cuBLAS there, run the check;
 #                                     results in $OUT (gpu_check.json, gpu_check.md, gpu_check.log)
+#   bash bench/gpu_check.sh bench SCRIPT [options]
+#                                     on the device, the same setup, then another benchmark of bench/
+#                                     (e.g. bench/bench_ffn_chunks.py --json $OUT/ffn.json); log in $OUT
 #
 # The device has nvcc, CMake and Python but no network and 16 cores: building ggml-cuda there would
 # spend most of the lease, so the wheel is compiled here (CUDA 13.0 from NVIDIA's PyPI wheels, sm_90)
@@ -42,9 +45,9 @@ dry)
   out=${OUT:-$ROOT/build/gpu-check/dry}
   "${PYTHON:-$ROOT/.venv/bin/python}" bench/gpu_check.py --dry --out "$out"
   ;;
-run)
+run|bench)
   : "${OUT:?run on the device machine, where OUT is set}"
-  exec > >(tee -a "$OUT/gpu_check.log") 2>&1
+  exec > >(tee -a "$OUT/gpu_$mode.log") 2>&1
   t0=$(date +%s)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   python3 --version
@@ -67,11 +70,16 @@ PY
   python3 -c "import wanpy._core as c; print('wanpy._core', c.BACKEND, c.__file__)"
   echo "setup: $(( $(date +%s) - t0 )) s"
   shift
-  python3 bench/gpu_check.py --out "$OUT" --models /tmp/gpu-check-models "$@"
-  echo "whole check: $(( $(date +%s) - t0 )) s"
+  export WANPY_MODEL_CACHE=/tmp/gpu-check-models  # the kit writes its random-weight sets there
+  if [[ $mode == run ]]; then
+    python3 bench/gpu_check.py --out "$OUT" --models /tmp/gpu-check-models "$@"
+  else
+    python3 "$@"
+  fi
+  echo "whole $mode: $(( $(date +%s) - t0 )) s"
   ;;
 *)
-  echo "usage: $0 prepare|dry|run" >&2
+  echo "usage: $0 prepare|dry|run|bench" >&2
   exit 2
   ;;
 esac

@@ -95,8 +95,10 @@ def test_the_preflight_chunks_with_the_fewest_chunks_that_fit(monkeypatch):
 
     assert largest(None) == f"diffusion_model mul_mat f32 [8960, {tokens}]"  # no ceiling: not chunked
     assert largest(activation) == f"diffusion_model mul_mat f32 [8960, {tokens}]"  # it fits: not chunked
-    assert largest(activation - 1) == f"diffusion_model mul_mat f32 [8960, {tokens // 2}]"
-    assert largest(activation // 2 - 1) == f"diffusion_model mul_mat f32 [8960, {tokens // 3}]"
+    assert largest(activation - 1) == \
+        f"diffusion_model mul_mat f32 [8960, {tokens // 2}] (the feed-forward block in 2 token chunks)"
+    assert largest(activation // 2 - 1) == \
+        f"diffusion_model mul_mat f32 [8960, {tokens // 3}] (the feed-forward block in 3 token chunks)"
     monkeypatch.setenv(CHUNKS_ENV, "1")
     assert largest(activation - 1) == f"diffusion_model mul_mat f32 [8960, {tokens}]"
 
@@ -109,7 +111,9 @@ def test_the_14b_models_at_1280x720_161_frames_fit_4gib_per_allocation(model, mo
                 max_allocation=LIMIT, suggest=False, init_image=model == "wan2.1-i2v-14b")
     report = wanpy.preflight(model, **args)
     assert report.fits, report.problems
-    assert sampling_tensor(report).endswith(f"mul_mat f32 [13824, {tokens // 2}]")  # two chunks of 3.80 GiB
+    # two chunks of 3.80 GiB
+    assert sampling_tensor(report).endswith(f"mul_mat f32 [13824, {tokens // 2}] (the feed-forward block in 2 token "
+                                            "chunks)")
     monkeypatch.setenv(CHUNKS_ENV, "1")  # without the patch: the whole activation, 7.60 GiB
     unchunked = wanpy.preflight(model, **args)
     assert not unchunked.fits
@@ -122,3 +126,18 @@ def test_the_5b_at_its_native_1280x704_121_frames_finds_settings(monkeypatch):
     assert choice.report.fits
     assert choice.report.largest.nbytes <= LIMIT
     assert choice.settings["vae_tiling"] is True
+
+
+@pytest.mark.parametrize("model, dim, native", [("wan2.1-t2v-1.3b", 1536, (1280, 720)),
+                                                ("wan2.x-t2v-14b", 5120, (1280, 720)),
+                                                ("wan2.2-ti2v-5b", 3072, (1280, 704))])
+def test_past_the_feed_forward_block_the_next_wall_is_the_hidden_state(model, dim, native, monkeypatch):
+    # the feed-forward activation in 8 chunks: whatever is largest then is the next wall, and it is the
+    # hidden state (f32 [tokens, dim]), not another tensor growing faster with the tokens
+    monkeypatch.setenv(CHUNKS_ENV, "8")
+    width, height = native
+    scale = 32 if model == "wan2.2-ti2v-5b" else 16
+    tokens = 41 * (width // scale) * (height // scale)
+    report = wanpy.preflight(model, width=width, height=height, num_frames=161, flash_attention=True,
+                             vae_tiling=True, suggest=False)
+    assert sampling_tensor(report) == f"diffusion_model mul_mat f32 [{tokens}, {dim}]"

@@ -120,7 +120,8 @@ def test_dit_activation_one_byte_below_is_chunked_and_gives_the_same_frames():
     out = run_case(FFN_BYTES - 1, auto=False, request=FFN_REQUEST, keep_vae_on_cpu=True)
     fits, _, largest, ceiling = out["preflight"]
     assert fits and largest <= ceiling == FFN_BYTES - 1
-    assert out["sampling_tensor"] == "diffusion_model mul_mat f32 [8960, 128]"  # two chunks of 128 tokens
+    assert out["sampling_tensor"] == \
+        "diffusion_model mul_mat f32 [8960, 128] (the feed-forward block in 2 token chunks)"
     assert out["registered_ceiling"] == FFN_BYTES - 1
     assert out["strict"] == [13, 128, 128, 3]
     assert out["unchecked"] == [13, 128, 128, 3]

@@ -163,14 +163,29 @@ def measure(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Measu
         m = g.measured
         allocs.append(Allocation(f"{g.component} compute buffer", g.phase, _buffer(total, largest, t.chunk),
                                  g.component, "compute buffer", buffer_total=total, on_device=dev))
-        allocs.append(Allocation(f"{g.component} {m['op'].lower()} {m['type']} {_shape(m['shape'])}", g.phase,
-                                 largest, g.component, "tensor", tuple(m["shape"]), m["type"], total, dev))
+        name = f"{g.component} {m['op'].lower()} {m['type']} {_shape(m['shape'])}{_chunked(g, dit, cfg)}"
+        allocs.append(Allocation(name, g.phase, largest, g.component, "tensor", tuple(m["shape"]), m["type"], total,
+                                 dev))
         device, host = _phase_memory(g, total, weights, on_host, cfg.offload_to_cpu)
         if previews and g.phase.endswith("sampling"):  # a VAE preview decodes inside the step
             preview = _phase_memory(_Graph(g.phase, "vae", {}), previews, weights, on_host, cfg.offload_to_cpu)
             device, host = device + preview[0], host + preview[1]
         phases.append(PhaseTotal(g.phase, resident + device, host_weights + host))
     return Measurement(tuple(allocs), tuple(phases), desc)
+
+
+def _chunked(g: _Graph, dit: DitShape, cfg: Config) -> str:
+    """" (the feed-forward block in K token chunks)" when the DiT's largest tensor is one chunk of
+    its feed-forward activation (patch 0007 split it at the target's ceiling); "" otherwise."""
+    shape = [int(d) for d in g.measured["shape"]]
+    if not g.phase.endswith("sampling") or len(shape) != 2 or shape[0] != dit.ffn_dim:
+        return ""
+    pt, ph, pw = dit.patch_size
+    scale = dit.vae.spatial_scale
+    tokens = ((cfg.num_frames - 1) // 4 + 1) // pt * (cfg.height // scale // ph) * (cfg.width // scale // pw)
+    if shape[1] >= tokens:
+        return ""
+    return f" (the feed-forward block in {-(-tokens // shape[1])} token chunks)"
 
 
 def _phase_memory(g: _Graph, total: int, weights: dict[str, int], on_host: set[str],
