@@ -9,7 +9,7 @@ logs, and the largest pixel difference to the unchunked frames. Run it with a Vu
 GGML_VK_VISIBLE_DEVICES) to measure a Vulkan device, or a CUDA build for a GPU.
 
     python bench/bench_ffn_chunks.py [--dtype q4_0] [--rounds 3] [--sizes 128x128x17,256x256x17]
-        [--chunks 2,4] [--steps 3] [--json out.json]
+        [--chunks 2,4] [--steps 3] [--flash-attention] [--threads N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -76,14 +76,17 @@ def main() -> None:
     parser.add_argument("--sizes", default="128x128x17,256x256x17")
     parser.add_argument("--chunks", default="2,4", help="forced chunk counts, besides auto and 1")
     parser.add_argument("--threads", type=int, default=None, help="n_threads (default: sd.cpp's)")
+    parser.add_argument("--flash-attention", action="store_true", help="(large sizes: no L x L attention)")
     parser.add_argument("--json")
     args = parser.parse_args()
     sizes = [tuple(map(int, s.split("x"))) for s in args.sizes.split(",")]
     settings = ["auto", "1"] + args.chunks.split(",")
     kit = cached_model_set(variant="wan2.1-t2v-1.3b", dtype=args.dtype, seed=0)
     result: dict[str, Any] = {"backend": wanpy._core.BACKEND, "dtype": args.dtype, "rounds": args.rounds,
-                              "steps": args.steps, "sizes": []}
-    extra = {} if args.threads is None else {"n_threads": args.threads}
+                              "steps": args.steps, "flash_attention": args.flash_attention, "sizes": []}
+    extra: dict[str, Any] = {"flash_attention": args.flash_attention}
+    if args.threads is not None:
+        extra["n_threads"] = args.threads
     with wanpy.WanPipeline(kit.diffusion_model, kit.vae, progress=False, **extra) as pipe:
         result["device"] = pipe.device.name
         for size in sizes:
