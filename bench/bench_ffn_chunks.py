@@ -42,7 +42,7 @@ def _run(pipe: wanpy.WanPipeline, setting: str, size: tuple[int, int, int], step
                                     seed=3, progress=False)
     os.environ.pop(ENV, None)
     assert video.timings.sampling is not None
-    dit = [b for runner, b in compute_buffers(lines) if runner == "wan"]
+    dit = [b for runner, b in compute_buffers(lines) if runner.startswith("Wan2")]  # the DiT runner
     return {"step_s": video.timings.sampling / steps, "frames": video.frames.astype(np.int16),
             "dit_buffer": dit[0] if dit else None}
 
