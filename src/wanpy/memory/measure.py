@@ -74,6 +74,7 @@ class _Graph:
     phase: str
     component: str
     measured: dict[str, Any]
+    tokens: int = 0  # a DiT graph's video tokens (the feed-forward block's rows)
 
 
 def host_video_bytes(width: int, height: int, num_frames: int) -> int:
@@ -163,7 +164,7 @@ def measure(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Measu
         m = g.measured
         allocs.append(Allocation(f"{g.component} compute buffer", g.phase, _buffer(total, largest, t.chunk),
                                  g.component, "compute buffer", buffer_total=total, on_device=dev))
-        name = f"{g.component} {m['op'].lower()} {m['type']} {_shape(m['shape'])}{_chunked(g, dit, cfg)}"
+        name = f"{g.component} {m['op'].lower()} {m['type']} {_shape(m['shape'])}{_chunked(g, dit)}"
         allocs.append(Allocation(name, g.phase, largest, g.component, "tensor", tuple(m["shape"]), m["type"], total,
                                  dev))
         device, host = _phase_memory(g, total, weights, on_host, cfg.offload_to_cpu)
@@ -174,18 +175,13 @@ def measure(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Measu
     return Measurement(tuple(allocs), tuple(phases), desc)
 
 
-def _chunked(g: _Graph, dit: DitShape, cfg: Config) -> str:
+def _chunked(g: _Graph, dit: DitShape) -> str:
     """" (the feed-forward block in K token chunks)" when the DiT's largest tensor is one chunk of
     its feed-forward activation (patch 0007 split it at the target's ceiling); "" otherwise."""
     shape = [int(d) for d in g.measured["shape"]]
-    if not g.phase.endswith("sampling") or len(shape) != 2 or shape[0] != dit.ffn_dim:
+    if not g.tokens or len(shape) != 2 or shape[0] != dit.ffn_dim or shape[1] >= g.tokens:
         return ""
-    pt, ph, pw = dit.patch_size
-    scale = dit.vae.spatial_scale
-    tokens = ((cfg.num_frames - 1) // 4 + 1) // pt * (cfg.height // scale // ph) * (cfg.width // scale // pw)
-    if shape[1] >= tokens:
-        return ""
-    return f" (the feed-forward block in {-(-tokens // shape[1])} token chunks)"
+    return f" (the feed-forward block in {-(-g.tokens // shape[1])} token chunks)"
 
 
 def _phase_memory(g: _Graph, total: int, weights: dict[str, int], on_host: set[str],
@@ -223,11 +219,13 @@ def _graphs(s: Any, cfg: Config, t: Target, dit: DitShape, weights_only: bool) -
     x = [w, h, t_lat, dit.vae.z_dim]
     steps_in = t_lat if dit.image_as_first_latent else 1
     ceiling = t.max_allocation or 0  # the DiT chunks its feed-forward block above it, as a real run does
+    pt, ph, pw = dit.patch_size
+    tokens = t_lat // pt * (h // ph) * (w // pw)
     if s.has(COMPONENTS["high_noise_diffusion_model"].graph_prefix):
         graphs.append(_Graph("high-noise sampling", "high_noise_diffusion_model",
-                             s.dit_graph(True, x, context, clip_fea, c_concat, steps_in, fa, al, ch, ceiling)))
+                             s.dit_graph(True, x, context, clip_fea, c_concat, steps_in, fa, al, ch, ceiling), tokens))
     graphs.append(_Graph("sampling", "diffusion_model",
-                         s.dit_graph(False, x, context, clip_fea, c_concat, steps_in, fa, al, ch, ceiling)))
+                         s.dit_graph(False, x, context, clip_fea, c_concat, steps_in, fa, al, ch, ceiling), tokens))
     graphs.append(_Graph("VAE decode", "vae", _vae(s, True, cfg, t, w, h, t_lat, dit)))
     return graphs
 
