@@ -20,7 +20,7 @@ def test_help_has_examples():
     result = wanpy_cli("--help")
     assert result.returncode == 0
     assert "examples:" in result.stdout and "wanpy demo -o demo.webm" in result.stdout
-    for command in ("info", "preflight", "generate", "probe", "demo"):
+    for command in ("info", "preflight", "generate", "probe", "batch", "demo"):
         sub = wanpy_cli(command, "--help")
         assert sub.returncode == 0, command
         assert "example" in sub.stdout, command

@@ -208,6 +208,44 @@ def _add_generate(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(command="generate")
 
 
+def _add_batch(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("batch", parents=[common], formatter_class=_Formatter,
+                       help="generate many clips on a Ray cluster, one loaded model set per worker",
+                       description="Generate every request of a JSON-lines file on a Ray cluster "
+                                   "(wanpy.distributed.generate_batch; needs `pip install \"wanpy[ray]\"`).\n"
+                                   "Each line is one request: {\"prompt\": ..., and wanpy.RequestOptions}; request N "
+                                   "is line N+1. Every line is checked before anything is scheduled.\nOne JSON line "
+                                   "per result goes to stdout as it finishes. Exit status 0 when every item is "
+                                   "done, 1 when one failed, 130 on Ctrl-C (the running generations stop at their "
+                                   "next step; a line per unfinished item).",
+                       epilog="examples:\n  wanpy batch prompts.jsonl --diffusion-model wan2.1_t2v_1.3B.gguf --vae "
+                              "wan_2.1_vae.safetensors \\\n    --text-encoder umt5-xxl-Q8_0.gguf --output-dir clips "
+                              "--ray-address 10.0.0.1:6379\n  wanpy batch prompts.jsonl ... --output-dir clips "
+                              "--cpus-per-worker 2   # CPU workers on a local cluster")
+    p.add_argument("requests", help="a JSON-lines file of requests ('-': standard input)")
+    p.add_argument("--diffusion-model", required=True, help="the Wan DiT (Wan2.2 A14B: the low-noise expert)")
+    p.add_argument("--high-noise-diffusion-model", help="Wan2.2 A14B's high-noise expert")
+    p.add_argument("--vae", required=True, help="the Wan VAE (2.2 for TI2V-5B, else 2.1)")
+    p.add_argument("--text-encoder", help="umt5-xxl (without: an empty text context)")
+    p.add_argument("--clip-vision", help="CLIP ViT-H, for Wan2.1 I2V/FLF2V")
+    p.add_argument("--output-dir", required=True, help="an existing folder (shared storage for a cluster) the "
+                                                       "WebMs go to, as NNNNN.webm")
+    p.add_argument("--ray-address", help="a running Ray cluster (default: RAY_ADDRESS, else a local one started "
+                                         "for the batch)")
+    p.add_argument("--workers", type=int, help="how many workers (default: as many as the cluster's resources hold)")
+    p.add_argument("--gpus-per-worker", type=float, help="GPUs each worker holds (default 1 unless "
+                                                         "--cpus-per-worker alone is given)")
+    p.add_argument("--cpus-per-worker", type=float, help="CPUs each worker holds (alone: CPU workers, each with as "
+                                                         "many threads)")
+    p.add_argument("--flash-attention", action="store_true", help="ggml's flash attention: less attention memory")
+    p.add_argument("--vae-tiling", action="store_true", help="decode the VAE in spatial tiles by default")
+    p.add_argument("--offload-to-cpu", action="store_true", help="keep weights in RAM, move them when used")
+    p.add_argument("--keep-vae-on-cpu", action="store_true", help="run the VAE on the CPU")
+    p.add_argument("--mmap", action="store_true", help="read the weight files through mmap")
+    p.add_argument("--threads", type=int, help="CPU threads per worker")
+    p.set_defaults(command="batch")
+
+
 def _add_demo(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("demo", parents=[common], formatter_class=_Formatter,
                        help="the whole path on random weights, no download",
@@ -232,12 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Wan2.1/Wan2.2 video generation on stable-diffusion.cpp, in-process.",
         epilog="examples:\n  wanpy info\n  wanpy demo -o demo.webm\n"
                "  wanpy preflight wan2.x-t2v-14b --size 832x480 --frames 161 --max-allocation 4GiB\n"
-               "  wanpy probe demo.webm")
+               "  wanpy probe demo.webm\n  wanpy batch prompts.jsonl --diffusion-model ... --vae ... --output-dir clips")
     parser.add_argument("--version", action="version", version=f"wanpy {__version__}")
     _common_options(parser, False)
     common = argparse.ArgumentParser(add_help=False)
     _common_options(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_info, _add_probe, _add_preflight, _add_generate, _add_demo):
+    for add in (_add_info, _add_probe, _add_preflight, _add_generate, _add_batch, _add_demo):
         add(sub, common)
     return parser
