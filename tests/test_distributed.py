@@ -214,6 +214,8 @@ def test_more_workers_than_the_cluster_holds_is_refused_before_loading(cluster, 
         next(distributed.generate_batch(REQUESTS[:1], models=models, num_workers=3, resources_per_worker=CPU_WORKER))
     with pytest.raises(ValueError, match=r"holds 0 worker\(s\) of \{'GPU': 1.0\}"):
         next(distributed.generate_batch(REQUESTS[:1], models=models))  # the default asks for GPUs
+    with pytest.raises(ValueError, match="ray_address='10.0.0.1:6379': this process is already connected"):
+        distributed.generate_batch(REQUESTS[:1], models=models, ray_address="10.0.0.1:6379")
 
 
 @pytest.mark.slow

@@ -139,9 +139,15 @@ def generate_batch(requests: Iterable[GenerationRequest | Mapping[str, Any]], *,
     if num_workers is not None:
         num_workers = check_int("num_workers", num_workers, minimum=1, maximum=100_000)
     folder = None if output_dir is None else _check_output_dir(output_dir)
-    if ray_address is not None and not isinstance(ray_address, str):
-        raise TypeError(f"ray_address must be a string like 'ray://host:10001' or 'host:6379', got "
-                        f"{type(ray_address).__name__}")
+    if ray_address is not None:
+        if not isinstance(ray_address, str):
+            raise TypeError(f"ray_address must be a string like 'ray://host:10001' or 'host:6379', got "
+                            f"{type(ray_address).__name__}")
+        import ray
+
+        if ray.is_initialized():
+            raise ValueError(f"ray_address={ray_address!r}: this process is already connected to a Ray cluster, "
+                             "which the batch would use instead; pass ray_address=None, or ray.shutdown() first")
     return _run(items, files, settings, num_workers, resources, folder, ray_address)
 
 
