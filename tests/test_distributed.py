@@ -247,7 +247,9 @@ def test_ctrl_c_cancels_the_running_generations_at_their_next_step(cluster, mode
     driver = subprocess.Popen(
         [sys.executable, "-m", "wanpy", "-v", "batch", str(requests), "--diffusion-model", models["diffusion_model"],
          "--vae", models["vae"], "--output-dir", str(out), "--cpus-per-worker", "1", "--ray-address", cluster],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "RAY_DEDUP_LOGS": "0"})
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "RAY_DEDUP_LOGS": "0"},
+        # a shell's background job (CI under nohup) ignores SIGINT, and Python keeps an inherited SIG_IGN
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert driver.stderr is not None
         for line in driver.stderr:  # the workers' logs, forwarded by Ray

@@ -1,4 +1,4 @@
-"""The ``wanpy`` command line: info, preflight, generate, probe, batch, demo (arguments: ``wanpy.cli_options``).
+"""The ``wanpy`` command line: info, preflight, generate, probe, batch, serve, demo (arguments: ``wanpy.cli_options``).
 
 User errors print one clear line (no traceback) and exit non-zero; ``--json`` prints a command's
 result as one JSON document on stdout and nothing else there; ``--verbose`` shows sd.cpp's log.
@@ -168,6 +168,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipeline_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """WanPipeline's files and load settings, from batch's or serve's options."""
+    out: dict[str, Any] = {
+        "diffusion_model": args.diffusion_model, "vae": args.vae, "text_encoder": args.text_encoder,
+        "high_noise_diffusion_model": args.high_noise_diffusion_model, "clip_vision": args.clip_vision,
+        "flash_attention": args.flash_attention, "vae_tiling": args.vae_tiling, "offload_to_cpu": args.offload_to_cpu,
+        "keep_vae_on_cpu": args.keep_vae_on_cpu, "mmap": args.mmap}
+    if args.threads is not None:
+        out["n_threads"] = args.threads
+    return out
+
+
 def _read_requests(source: str) -> list[dict[str, Any]]:
     """A JSON-lines file of requests: one object a line, no blank line (request N is line N+1)."""
     text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
@@ -192,14 +204,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         resources["GPU"] = 1.0 if args.gpus_per_worker is None else args.gpus_per_worker
     if args.cpus_per_worker is not None:
         resources["CPU"] = args.cpus_per_worker
-    models: dict[str, Any] = {
-        "diffusion_model": args.diffusion_model, "vae": args.vae, "text_encoder": args.text_encoder,
-        "high_noise_diffusion_model": args.high_noise_diffusion_model, "clip_vision": args.clip_vision,
-        "flash_attention": args.flash_attention, "vae_tiling": args.vae_tiling,
-        "offload_to_cpu": args.offload_to_cpu, "keep_vae_on_cpu": args.keep_vae_on_cpu, "mmap": args.mmap}
-    if args.threads is not None:
-        models["n_threads"] = args.threads
-    results = generate_batch(_read_requests(args.requests), models=models, num_workers=args.workers,
+    results = generate_batch(_read_requests(args.requests), models=_pipeline_arguments(args), num_workers=args.workers,
                              resources_per_worker={k: v for k, v in resources.items() if v},
                              output_dir=args.output_dir, ray_address=args.ray_address)  # every line checked here
     failed = 0
@@ -213,6 +218,20 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         print(f"wanpy: {exc}", file=sys.stderr)
         return 130
     return 1 if failed else 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from wanpy.serve import check_bind, run
+
+    api_key = args.api_key if args.api_key is not None else os.environ.get("WANPY_API_KEY") or None
+    check_bind(args.host, api_key)  # before the models load
+    models = {**_pipeline_arguments(args), "device": args.device}
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    run(models, host=args.host, port=args.port, api_key=api_key, log_level=level, max_queue=args.max_queue,
+        results_dir=args.results_dir, ttl_seconds=args.result_ttl, quota_bytes=args.results_quota)
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -242,7 +261,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "info": _cmd_info, "probe": _cmd_probe, "preflight": _cmd_preflight, "generate": _cmd_generate,
-    "batch": _cmd_batch, "demo": _cmd_demo,
+    "batch": _cmd_batch, "serve": _cmd_serve, "demo": _cmd_demo,
 }
 
 
@@ -253,8 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--verbose and --quiet contradict each other")
     if args.json and args.command == "demo":
         parser.error("demo prints a walk-through, not a result: it has no --json")
-    if args.json and args.command == "batch":
-        parser.error("batch prints one JSON line per result: it has no --json")
+    if args.json and args.command in ("batch", "serve"):
+        parser.error(f"{args.command} prints JSON lines: it has no --json")
     level = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     from wanpy.errors import WanpyError

@@ -91,6 +91,24 @@ def _memory_options(p: argparse.ArgumentParser) -> None:
                                               "else the CPU)")
 
 
+def _model_files(p: argparse.ArgumentParser) -> None:
+    """A model set's files (generate, batch, serve)."""
+    p.add_argument("--diffusion-model", required=True, help="the Wan DiT (Wan2.2 A14B: the low-noise expert)")
+    p.add_argument("--high-noise-diffusion-model", help="Wan2.2 A14B's high-noise expert")
+    p.add_argument("--vae", required=True, help="the Wan VAE (2.2 for TI2V-5B, else 2.1)")
+    p.add_argument("--text-encoder", help="umt5-xxl (without: an empty text context)")
+    p.add_argument("--clip-vision", help="CLIP ViT-H, for Wan2.1 I2V/FLF2V")
+
+
+def _load_settings(p: argparse.ArgumentParser) -> None:
+    """What a loaded pipeline is set up with (batch, serve: one pipeline, many requests)."""
+    p.add_argument("--flash-attention", action="store_true", help="ggml's flash attention: less attention memory")
+    p.add_argument("--vae-tiling", action="store_true", help="decode the VAE in spatial tiles by default")
+    p.add_argument("--offload-to-cpu", action="store_true", help="keep weights in RAM, move them when used")
+    p.add_argument("--keep-vae-on-cpu", action="store_true", help="run the VAE on the CPU")
+    p.add_argument("--mmap", action="store_true", help="read the weight files through mmap")
+
+
 def _add_info(sub: Any, common: argparse.ArgumentParser) -> None:
     sub.add_parser("info", parents=[common], formatter_class=_Formatter,
                    help="backend, sd.cpp version, devices and their limits, environment report",
@@ -167,11 +185,7 @@ def _add_generate(sub: Any, common: argparse.ArgumentParser) -> None:
                        epilog="example:\n  wanpy generate --diffusion-model wan2.1_t2v_1.3B.gguf --vae wan_2.1_vae."
                               "safetensors --text-encoder umt5-xxl-Q8_0.gguf \\\n    --prompt \"a fox in the snow\" "
                               "--size 832x480 --frames 81 --fps 16 -o fox.webm")
-    p.add_argument("--diffusion-model", required=True, help="the Wan DiT (Wan2.2 A14B: the low-noise expert)")
-    p.add_argument("--high-noise-diffusion-model", help="Wan2.2 A14B's high-noise expert")
-    p.add_argument("--vae", required=True, help="the Wan VAE (2.2 for TI2V-5B, else 2.1)")
-    p.add_argument("--text-encoder", help="umt5-xxl (without: an empty text context)")
-    p.add_argument("--clip-vision", help="CLIP ViT-H, for Wan2.1 I2V/FLF2V")
+    _model_files(p)
     p.add_argument("--prompt", required=True, help="what to generate")
     p.add_argument("--negative-prompt", help="what to avoid")
     p.add_argument("--size", type=parse_size, metavar="WxH", help=f"width x height (default: {FAMILY_DEFAULT})")
@@ -223,11 +237,7 @@ def _add_batch(sub: Any, common: argparse.ArgumentParser) -> None:
                               "--ray-address 10.0.0.1:6379\n  wanpy batch prompts.jsonl ... --output-dir clips "
                               "--cpus-per-worker 2   # CPU workers on a local cluster")
     p.add_argument("requests", help="a JSON-lines file of requests ('-': standard input)")
-    p.add_argument("--diffusion-model", required=True, help="the Wan DiT (Wan2.2 A14B: the low-noise expert)")
-    p.add_argument("--high-noise-diffusion-model", help="Wan2.2 A14B's high-noise expert")
-    p.add_argument("--vae", required=True, help="the Wan VAE (2.2 for TI2V-5B, else 2.1)")
-    p.add_argument("--text-encoder", help="umt5-xxl (without: an empty text context)")
-    p.add_argument("--clip-vision", help="CLIP ViT-H, for Wan2.1 I2V/FLF2V")
+    _model_files(p)
     p.add_argument("--output-dir", required=True, help="an existing folder (shared storage for a cluster) the "
                                                        "WebMs go to, as NNNNN.webm")
     p.add_argument("--ray-address", help="a running Ray cluster (default: RAY_ADDRESS, else a local one started "
@@ -237,13 +247,36 @@ def _add_batch(sub: Any, common: argparse.ArgumentParser) -> None:
                                                          "--cpus-per-worker alone is given)")
     p.add_argument("--cpus-per-worker", type=float, help="CPUs each worker holds (alone: CPU workers, each with as "
                                                          "many threads)")
-    p.add_argument("--flash-attention", action="store_true", help="ggml's flash attention: less attention memory")
-    p.add_argument("--vae-tiling", action="store_true", help="decode the VAE in spatial tiles by default")
-    p.add_argument("--offload-to-cpu", action="store_true", help="keep weights in RAM, move them when used")
-    p.add_argument("--keep-vae-on-cpu", action="store_true", help="run the VAE on the CPU")
-    p.add_argument("--mmap", action="store_true", help="read the weight files through mmap")
+    _load_settings(p)
     p.add_argument("--threads", type=int, help="CPU threads per worker")
     p.set_defaults(command="batch")
+
+
+def _add_serve(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("serve", parents=[common], formatter_class=_Formatter,
+                       help="a local HTTP video service (OpenAI's Videos API and sd.cpp's server schema)",
+                       description="Load one model set and serve it over HTTP (needs `pip install "
+                                   "\"wanpy[serve]\"`): OpenAI's Videos API at /v1/videos, sd.cpp's server schema "
+                                   "at /sdcpp/v1, a page at /. Every request is checked strictly (a field it does "
+                                   "not understand is a 422 naming it) and pre-flighted before it is queued. "
+                                   "Binding anything but 127.0.0.1 needs an API key (--api-key or WANPY_API_KEY). "
+                                   "Logs are JSON lines on stderr.",
+                       epilog="example:\n  wanpy serve --diffusion-model wan2.1_t2v_1.3B.gguf --vae wan_2.1_vae.safetensors "
+                              "\\\n    --text-encoder umt5-xxl-Q8_0.gguf --port 8000")
+    _model_files(p)
+    p.add_argument("--host", default="127.0.0.1", help="the interface to bind")
+    p.add_argument("--port", type=int, default=8000, help="the TCP port")
+    p.add_argument("--api-key", help="clients must send Authorization: Bearer KEY (default: WANPY_API_KEY; "
+                                     "needed to bind anything but the loopback interface)")
+    p.add_argument("--max-queue", type=int, default=8, help="jobs waiting beyond the running one; more get 429")
+    p.add_argument("--results-dir", help="where finished WebMs are kept (default: a new temporary folder)")
+    p.add_argument("--result-ttl", type=float, default=3600.0, help="seconds a finished video stays downloadable")
+    p.add_argument("--results-quota", type=parse_bytes, default=2 * 2**30,
+                   help="most bytes of results kept; the oldest expire first (default: 2GiB)")
+    _load_settings(p)
+    p.add_argument("--threads", type=int, help="CPU threads (default: the physical cores)")
+    p.add_argument("--device", type=int, help="device index, as `wanpy info` lists them")
+    p.set_defaults(command="serve")
 
 
 def _add_demo(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -276,6 +309,6 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _common_options(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_info, _add_probe, _add_preflight, _add_generate, _add_batch, _add_demo):
+    for add in (_add_info, _add_probe, _add_preflight, _add_generate, _add_batch, _add_serve, _add_demo):
         add(sub, common)
     return parser

@@ -31,7 +31,6 @@ from wanpy.request import GenerationRequest, build_request, check_loras
 from wanpy.validation import check_int
 
 if TYPE_CHECKING:
-    from wanpy.pipeline import WanPipeline
     from wanpy.progress import Progress
     from wanpy.video import Video
 
@@ -143,8 +142,7 @@ def generate_batch(requests: Iterable[GenerationRequest | Mapping[str, Any]], *,
         if not isinstance(ray_address, str):
             raise TypeError(f"ray_address must be a string like 'ray://host:10001' or 'host:6379', got "
                             f"{type(ray_address).__name__}")
-        import ray
-
+        ray = _ray()
         if ray.is_initialized():
             raise ValueError(f"ray_address={ray_address!r}: this process is already connected to a Ray cluster, "
                              "which the batch would use instead; pass ray_address=None, or ray.shutdown() first")
@@ -305,9 +303,17 @@ class _Worker:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ImportError("wanpy.distributed needs Ray: pip install \"wanpy[ray]\"") from exc
+    return ray
+
+
 def _run(items: list[_Item], files: dict[str, str | None], settings: dict[str, Any], num_workers: int | None,
          resources: dict[str, float], folder: str | None, ray_address: str | None) -> Iterator[BatchResult]:
-    import ray
+    ray = _ray()
 
     started_ray = False
     if not ray.is_initialized():

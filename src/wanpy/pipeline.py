@@ -124,6 +124,17 @@ class WanPipeline:
                 "keep_vae_on_cpu": self.keep_vae_on_cpu, "device": self.device,
                 "vae_conv_direct": self.vae_conv_direct}
 
+    def check_fits(self, request: GenerationRequest) -> Preflight:
+        """``request``'s pre-flight on this pipeline's device, without generating (a service refusing
+        at submission what would fail later): raises ``wanpy.AllocationTooLargeError`` when it does
+        not fit, or, with ``fit="auto"``, when no setting fits. Returns the report (``fit="auto"``:
+        of the settings it would choose)."""
+        request = self._own_request(request, {})
+        if request.fit == "auto":
+            return choose_fit(width=request.width, height=request.height, num_frames=request.num_frames,
+                              **_request_memory(request), **self.measure_args()).report
+        return self._check_fits(request.width, request.height, request.num_frames, request=request)
+
     def _check_fits(self, width: int, height: int, num_frames: int, *, weights_only: bool = False,
                     request: GenerationRequest | None = None) -> Preflight:
         report = run_preflight(width=width, height=height, num_frames=num_frames, weights_only=weights_only,

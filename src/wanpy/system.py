@@ -57,7 +57,8 @@ RUNTIME_ENV = {
 WANPY_ENV = frozenset({"WANPY_MODEL_CACHE", "WANPY_SDCPP_DIR", "WANPY_TEST_VULKAN", "WANPY_VULKAN_CMAKE_ARGS",
                        "WANPY_VULKAN_DIR", "WANPY_DEBIAN_MIRROR", "WANPY_TEST_BACKENDS", "WANPY_BACKEND_CHECK_DIR",
                        "WANPY_CHECK_FRESH", "WANPY_CHECK_STOP_AFTER", "WANPY_CUDA_ARCHS", "WANPY_HIP_TARGETS",
-                       "WANPY_BUILD_JOBS"})
+                       "WANPY_BUILD_JOBS", "WANPY_API_KEY"})
+SECRET_ENV = frozenset({"WANPY_API_KEY"})  # reported as set, never shown
 
 GPU_BACKENDS = frozenset({"vulkan", "cuda", "hip", "metal"})
 
@@ -284,7 +285,7 @@ def environment_report(backend: str | None = None) -> list[EnvVar]:
             status = "unknown"
             logger.warning("environment variable %s is set but nothing in this wanpy build (%s backend) "
                            "reads it: it has no effect", name, backend)
-        report.append(EnvVar(name, os.environ[name], status))
+        report.append(EnvVar(name, "(set, not shown)" if name in SECRET_ENV else os.environ[name], status))
     return report
 
 

@@ -1,0 +1,119 @@
+"""``wanpy.serve.jobs.JobStore`` with a stand-in pipeline (no model): the order of jobs, cancelling,
+expiry and the results folder's quota, without a server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import wanpy
+from wanpy.progress import Progress
+from wanpy.serve.jobs import JobStore, QueueFull
+
+REQUEST = wanpy.build_request("wan2.1-t2v-1.3b", "a fox", width=32, height=32, num_frames=5, steps=3, seed=1)
+
+
+class _Result:
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes, self.seed = nbytes, 1
+
+    def save(self, target: Path) -> None:
+        target.write_bytes(b"x" * self.nbytes)
+
+
+class _Pipe:
+    """Generates by calling back once per step; ``gate`` holds each step until it is set."""
+
+    def __init__(self, nbytes: int = 100) -> None:
+        self.nbytes, self.gate, self.ran = nbytes, threading.Event(), []
+        self.gate.set()
+
+    def generate_video(self, request: Any, *, progress: bool, callback: Any) -> _Result:
+        for step in range(1, request.steps + 1):
+            self.gate.wait(30)
+            if callback(Progress("sampling", step, request.steps, 0.0, 0.0)) is False:
+                raise wanpy.Cancelled("cancelled by the callback")
+        self.ran.append(request.prompt)
+        return _Result(self.nbytes)
+
+
+def _finished(store: JobStore, job: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while job.status in ("queued", "in_progress") and time.monotonic() < deadline:
+        store.wait_change(job, job.version, 0.5)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    stores: list[JobStore] = []
+
+    def make(pipe: _Pipe, **kwargs: Any) -> JobStore:
+        stores.append(JobStore(pipe, tmp_path, **kwargs))  # type: ignore[arg-type]
+        return stores[-1]
+
+    yield make
+    for s in stores:
+        s.close()
+
+
+def test_jobs_run_in_order_and_a_full_queue_refuses(store: Any, tmp_path: Path) -> None:
+    pipe = _Pipe()
+    pipe.gate.clear()
+    jobs = store(pipe, max_queue=2)
+    first = jobs.submit(REQUEST, "openai")
+    while first.status != "in_progress":
+        jobs.wait_change(first, first.version, 1)
+    waiting = [jobs.submit(REQUEST, "openai") for _ in range(2)]
+    with pytest.raises(QueueFull) as info:
+        jobs.submit(REQUEST, "openai")
+    assert info.value.retry_after >= 1
+    assert [jobs.queue_position(j) for j in (first, *waiting)] == [0, 1, 2]
+    pipe.gate.set()
+    for job in (first, *waiting):
+        _finished(jobs, job)
+        assert job.status == "completed" and job.progress == 100 and job.path is not None
+    assert len({j.id for j in (first, *waiting)}) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{j.id.removeprefix('video_')}.webm"
+                                                                for j in (first, *waiting))
+
+
+def test_cancel_a_queued_job_at_once_and_a_running_one_at_its_next_step(store: Any) -> None:
+    pipe = _Pipe()
+    pipe.gate.clear()
+    jobs = store(pipe)
+    running, queued = jobs.submit(REQUEST, "sdcpp"), jobs.submit(REQUEST, "sdcpp")
+    while running.status != "in_progress":
+        jobs.wait_change(running, running.version, 1)
+    assert jobs.cancel(queued) and queued.status == "cancelled" and queued.started is None
+    assert jobs.cancel(running) and running.status == "in_progress"  # until its next step
+    pipe.gate.set()
+    _finished(jobs, running)
+    assert running.status == "cancelled" and running.step == 1 and running.path is None
+    assert not jobs.cancel(running)  # finished already
+    assert pipe.ran == []
+
+
+def test_results_expire_and_the_oldest_go_past_the_quota(store: Any, tmp_path: Path) -> None:
+    jobs = store(_Pipe(nbytes=100), quota_bytes=250, ttl_seconds=60)
+    done = []
+    for _ in range(3):
+        done.append(jobs.submit(REQUEST, "openai"))
+        _finished(jobs, done[-1])
+    assert [j.status for j in done] == ["expired", "completed", "completed"]  # 300 B > 250 B: the oldest went
+    assert done[0].path is None and len(list(tmp_path.iterdir())) == 2
+    jobs.ttl_seconds = 0.01
+    time.sleep(0.05)
+    assert jobs.get(done[2].id) is not None and done[2].status == "expired"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_files_an_earlier_server_left_are_removed_and_no_others(store: Any, tmp_path: Path) -> None:
+    own = [f"{'a' * 32}.webm", f".{'b' * 32}.webm.0123abcd.part"]
+    for name in [*own, "notes.txt", f"{'c' * 31}.webm"]:
+        (tmp_path / name).write_bytes(b"x")
+    store(_Pipe())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["notes.txt", f"{'c' * 31}.webm"])
