@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import openai
 import pytest
+from PIL import Image
 from serve_harness import Server, start_server
 
 import wanpy
@@ -128,6 +130,22 @@ def test_json_bodies_are_typed_strictly(server: Server, body: dict[str, Any], pa
     assert answer.status_code == 422, answer.text
     error = answer.json()["error"]
     assert error["param"] == param and message in error["message"], error
+
+
+def test_an_input_reference_is_the_init_image(server: Server, client: openai.OpenAI, tmp_path: Path) -> None:
+    """Sent as a multipart file by the client, decoded, and checked as the family's init image: this
+    text-to-video model takes none, so the 422 names the field."""
+    image = tmp_path / "first.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    with pytest.raises(openai.UnprocessableEntityError) as info:
+        client.videos.create(prompt="a fox", size="32x32", input_reference=image)
+    error = info.value.body
+    assert isinstance(error, dict) and error["param"] == "input_reference", error
+    assert "takes no init_image" in error["message"]
+    image.write_bytes(b"not an image")
+    with pytest.raises(openai.UnprocessableEntityError) as info:
+        client.videos.create(prompt="a fox", size="32x32", input_reference=image)
+    assert "input_reference: is not an image" in info.value.body["message"]  # type: ignore[index]
 
 
 def test_a_request_that_does_not_fit_is_refused_at_submission(server: Server) -> None:

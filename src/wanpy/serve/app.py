@@ -48,7 +48,7 @@ Schema = Literal["openai", "sdcpp"]
 MAX_BODY_BYTES = 32 * 2**20
 # an option's name in build_request's messages -> the field that set it, per schema
 _FIELD_OF = {
-    "openai": {"width": "size", "height": "size", "duration": "seconds"},
+    "openai": {"width": "size", "height": "size", "duration": "seconds", "init_image": "input_reference"},
     "sdcpp": {"num_frames": "video_frames", "steps": "sample_params.sample_steps",
               "cfg_scale": "sample_params.guidance.txt_cfg", "flow_shift": "sample_params.flow_shift",
               "sample_method": "sample_params.sample_method", "scheduler": "sample_params.scheduler",
@@ -312,13 +312,14 @@ def create_app(pipeline_or_files: WanPipeline | Mapping[str, Any], *, results_di
                 "progress": {"phase": job.phase, "step": job.step, "steps": job.steps, "percent": job.progress}}
 
     async def _submit(parsed: OpenAIVideoCreate | SdcppVidGen, schema: Schema, extra: dict[str, Any]) -> Job:
+        options: dict[str, Any] = {}
         try:
             options = {**parsed.to_options(), **extra}
             generation = pipe.request(parsed.prompt, **options)
         except FieldError as exc:
             raise Refused(422, str(exc), param=exc.field, code="invalid_value") from None
         except (ValueError, TypeError) as exc:
-            field = _field_in(str(exc), schema)
+            field = _field_in(str(exc), schema, options)
             message = str(exc) if field is None or str(exc).startswith(field) else f"{field}: {exc}"
             raise Refused(422, message, param=field, code="invalid_value") from None
         try:
@@ -415,12 +416,12 @@ def _query(request: Request, allowed: set[str]) -> dict[str, str]:
     return out
 
 
-def _field_in(message: str, schema: Schema) -> str | None:
-    """The request field a ``build_request`` message is about (it starts with an option's name)."""
+def _field_in(message: str, schema: Schema, options: Mapping[str, Any]) -> str | None:
+    """The request field a ``build_request`` message is about: the option it starts with, else the
+    first option given that it names."""
     word = message.split(" ", 1)[0].split("=", 1)[0].rstrip(":,")
-    if word not in OPTION_NAMES and word != "prompt":
-        return None
-    return _FIELD_OF[schema].get(word, word)
+    named = word if word in OPTION_NAMES or word == "prompt" else next((o for o in options if o in message), None)
+    return None if named is None else _FIELD_OF[schema].get(named, named)
 
 
 def _capabilities(pipe: WanPipeline, max_queue: int) -> dict[str, Any]:
