@@ -155,6 +155,10 @@ def test_a_request_that_does_not_fit_is_refused_at_submission(server: Server) ->
     assert error["code"] == "does_not_fit" and "does not fit on CPU" in error["message"]
     assert error["required_bytes"] > error["limit_bytes"] > 0 and error["suggestions"]
     assert HTTP.get(f"{server.url}/v1/videos").json()["data"] == []  # never queued
+    auto = HTTP.post(f"{server.url}/v1/videos", json={"prompt": "x", "size": "512x512", "num_frames": 657,
+                                                      "fit": "auto"})
+    assert auto.status_code == 422 and auto.json()["error"]["param"] == "fit"  # it would reload the weights
+    assert "change flash_attention" in auto.json()["error"]["message"]
 
 
 def test_http_level_refusals(server: Server) -> None:
@@ -170,6 +174,23 @@ def test_http_level_refusals(server: Server) -> None:
     error = HTTP.get(f"{server.url}/openapi.json")
     assert error.status_code == 200  # FastAPI's schema: what the routes are
     assert "Traceback" not in big.text
+    twice = post(content=b'{"prompt": "x", "steps": 2, "steps": 40}', headers={"Content-Type": "application/json"})
+    assert twice.status_code == 422 and twice.json()["error"]["message"] == "steps: given more than once"
+    huge = post(content=b'{"prompt": "x", "seed": ' + b"9" * 5000 + b"}", headers={"Content-Type": "application/json"})
+    assert huge.status_code == 422
+
+
+def test_other_sites_cannot_reach_a_loopback_server(server: Server) -> None:
+    """Without an API key only loopback Host names are served (no DNS rebinding), and a request from
+    another origin (a web page's form posting cross-site) is refused."""
+    rebound = HTTP.get(f"{server.url}/v1/videos", headers={"Host": "attacker.example"})
+    assert rebound.status_code == 403 and rebound.json()["error"]["code"] == "bad_host"
+    cross = HTTP.post(f"{server.url}/v1/videos", headers={"Origin": "https://attacker.example"},
+                      data={"prompt": "x", "size": "32x32", "num_frames": "5", "steps": "2"})
+    assert cross.status_code == 403 and cross.json()["error"]["code"] == "cross_origin"
+    same = HTTP.get(f"{server.url}/v1/models", headers={"Origin": server.url})
+    assert same.status_code == 200
+    assert HTTP.get(f"{server.url}/v1/videos").json()["data"] == []
 
 
 def test_cancel_stops_a_running_generation_at_its_next_step(server: Server, client: openai.OpenAI) -> None:

@@ -42,8 +42,13 @@ class _Pipe:
 
 
 def _finished(store: JobStore, job: Any, timeout: float = 30) -> None:
+    _until(store, job, lambda: job.status not in ("queued", "in_progress"), timeout)
+
+
+def _until(store: JobStore, job: Any, condition: Any, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while job.status in ("queued", "in_progress") and time.monotonic() < deadline:
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out: {job}"
         store.wait_change(job, job.version, 0.5)
 
 
@@ -65,8 +70,7 @@ def test_jobs_run_in_order_and_a_full_queue_refuses(store: Any, tmp_path: Path) 
     pipe.gate.clear()
     jobs = store(pipe, max_queue=2)
     first = jobs.submit(REQUEST, "openai")
-    while first.status != "in_progress":
-        jobs.wait_change(first, first.version, 1)
+    _until(jobs, first, lambda: first.status == "in_progress")
     waiting = [jobs.submit(REQUEST, "openai") for _ in range(2)]
     with pytest.raises(QueueFull) as info:
         jobs.submit(REQUEST, "openai")
@@ -86,8 +90,7 @@ def test_cancel_a_queued_job_at_once_and_a_running_one_at_its_next_step(store: A
     pipe.gate.clear()
     jobs = store(pipe)
     running, queued = jobs.submit(REQUEST, "sdcpp"), jobs.submit(REQUEST, "sdcpp")
-    while running.status != "in_progress":
-        jobs.wait_change(running, running.version, 1)
+    _until(jobs, running, lambda: running.status == "in_progress")
     assert jobs.cancel(queued) and queued.status == "cancelled" and queued.started is None
     assert jobs.cancel(running) and running.status == "in_progress"  # until its next step
     pipe.gate.set()
@@ -117,3 +120,36 @@ def test_files_an_earlier_server_left_are_removed_and_no_others(store: Any, tmp_
         (tmp_path / name).write_bytes(b"x")
     store(_Pipe())
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["notes.txt", f"{'c' * 31}.webm"])
+
+
+def test_a_job_deleted_while_its_video_is_written_leaves_no_file(store: Any, tmp_path: Path) -> None:
+    class _SlowSave(_Pipe):
+        def generate_video(self, request: Any, *, progress: bool, callback: Any) -> _Result:
+            result = super().generate_video(request, progress=progress, callback=callback)
+            callback(Progress("vae_decode", 1, 1, 0.0, 0.0))
+            writing.set()
+            assert proceed.wait(30)
+            return result
+
+    writing, proceed = threading.Event(), threading.Event()
+    jobs = store(_SlowSave())
+    job = jobs.submit(REQUEST, "openai")
+    assert writing.wait(30)
+    jobs.delete(job)
+    proceed.set()
+    _finished(jobs, job)
+    assert job.status == "cancelled" and job.path is None
+    assert list(tmp_path.iterdir()) == [] and jobs.get(job.id) is None
+
+
+def test_stop_cancels_the_queue_and_the_running_job(store: Any) -> None:
+    pipe = _Pipe()
+    pipe.gate.clear()
+    jobs = store(pipe)
+    running, queued = jobs.submit(REQUEST, "openai"), jobs.submit(REQUEST, "openai")
+    _until(jobs, running, lambda: running.status == "in_progress")
+    jobs.stop()
+    assert queued.status == "cancelled" and queued.error_code == "server_stopped"
+    pipe.gate.set()
+    _finished(jobs, running)
+    assert running.status == "cancelled"

@@ -1,5 +1,5 @@
 """The page at ``/`` of ``wanpy serve`` in a real browser: Debian's chromium, headless, driven through
-the Chrome DevTools protocol, fills its form from the query string, submits a tiny generation and
+the Chrome DevTools protocol, fills its form from the query string, is clicked to submit a tiny generation and
 plays the finished WebM in its ``<video>``. A screenshot of the end state is kept as a test artifact:
 ``serve-page.png`` in ``$WANPY_TEST_ARTIFACTS`` (default ``build/test-artifacts/``).
 
@@ -27,7 +27,7 @@ from serve_harness import STARTUP_TIMEOUT_S, Server, start_server
 
 pytestmark = pytest.mark.slow
 
-PAGE_QUERY = "?prompt=a%20fox&size=32x32&frames=5&steps=2&seed=1&submit=1"
+PAGE_QUERY = "?prompt=a%20fox&size=32x32&frames=5&steps=2&seed=1"  # fills the form; a click submits it
 # ~5 s on an idle 2-core machine, but minutes while a parallel build holds the cores
 GENERATION_TIMEOUT_S = 300
 
@@ -179,6 +179,8 @@ def artifacts() -> Path:
 
 def test_page_generates_and_plays_a_video(chromium: str, server: Server, browser: Browser, artifacts: Path) -> None:
     browser.navigate(f"{server.url}/{PAGE_QUERY}")
+    assert browser.evaluate("document.getElementById('prompt').value") == "a fox"
+    browser.evaluate("document.getElementById('submit').click()")  # the query string alone never submits
     deadline = time.monotonic() + GENERATION_TIMEOUT_S
     page = browser.evaluate(PAGE_STATE_JS)
     shown_early = False  # the (empty) player on screen before the video is ready

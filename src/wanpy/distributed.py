@@ -46,6 +46,7 @@ LOAD_SETTINGS = ("flash_attention", "vae_tiling", "offload_to_cpu", "keep_vae_on
                  "preflight", "mmap", "vae_conv_direct")
 RESOURCE_NAMES = ("CPU", "GPU")  # others are the cluster's custom resources, passed as they are
 CANCEL_WAIT_SECONDS = 300.0  # how long an interrupted batch waits for its workers' next step
+START_TIMEOUT_S = 1800.0  # how long a worker may take to be placed and load the models
 
 
 @dataclass(frozen=True)
@@ -319,12 +320,12 @@ def _run(items: list[_Item], files: dict[str, str | None], settings: dict[str, A
     if not ray.is_initialized():
         ray.init(address=ray_address, logging_level=logging.WARNING)
         started_ray = ray_address is None and not os.environ.get("RAY_ADDRESS")
-    workers: list[_Worker] = []
+    created: list[_Worker] = []  # filled as actors are created: all are killed however the batch ends
     try:
-        workers = _start_workers(ray, files, settings, num_workers, resources)
+        workers = _start_workers(ray, files, settings, num_workers, resources, created)
         yield from _schedule(ray, items, workers, folder)
     finally:
-        for w in workers:
+        for w in created:
             try:
                 ray.kill(w.actor, no_restart=True)
             except Exception as exc:  # already gone: nothing to stop
@@ -334,17 +335,18 @@ def _run(items: list[_Item], files: dict[str, str | None], settings: dict[str, A
 
 
 def _capacity(ray: Any, resources: Mapping[str, float]) -> int:
-    total = ray.cluster_resources()
-    return min(int(total.get(name, 0) // amount) for name, amount in resources.items())
+    """How many workers the live nodes hold: a worker's resources come from one node."""
+    return sum(min(int(node["Resources"].get(name, 0) // amount) for name, amount in resources.items())
+               for node in ray.nodes() if node.get("Alive"))
 
 
 def _start_workers(ray: Any, files: dict[str, str | None], settings: dict[str, Any], num_workers: int | None,
-                   resources: dict[str, float]) -> list[_Worker]:
+                   resources: dict[str, float], created: list[_Worker]) -> list[_Worker]:
     capacity = _capacity(ray, resources)
     wanted = capacity if num_workers is None else num_workers
     if capacity < 1 or wanted > capacity:
         have = {k: ray.cluster_resources().get(k, 0) for k in resources}
-        raise ValueError(f"the Ray cluster holds {capacity} worker(s) of {resources} (it has {have}); asked "
+        raise ValueError(f"the Ray cluster's nodes hold {capacity} worker(s) of {resources} (it has {have}); asked "
                          f"{wanted if num_workers is not None else 'at least 1'}: pass resources_per_worker "
                          "the cluster has (e.g. {'CPU': 1} without GPUs) or fewer num_workers")
     options: dict[str, Any] = {"num_cpus": resources.get("CPU", 0), "num_gpus": resources.get("GPU", 0),
@@ -355,15 +357,19 @@ def _start_workers(ray: Any, files: dict[str, str | None], settings: dict[str, A
     actor_class = ray.remote(GenerationWorker)
     level = logging.getLogger("wanpy").getEffectiveLevel()
     batch = os.urandom(4).hex()
-    pending = []
     for i in range(wanted):
         name = f"wanpy-worker-{batch}-{i}"
         actor = actor_class.options(name=name, **options).remote(name, files, settings, level, resources.get("CPU", 0))
-        pending.append(_Worker(name, actor))
+        created.append(_Worker(name, actor))
     workers, errors = [], []
-    for w in pending:
+    started = {w.actor.describe.remote(): w for w in created}
+    ready, late = ray.wait(list(started), num_returns=len(started), timeout=START_TIMEOUT_S)
+    for ref in late:  # not placed (the cluster's free resources shrank) or not loaded in time
+        errors.append(f"{started[ref].name}: not started and loaded in {START_TIMEOUT_S:.0f} s")
+    for ref in ready:
+        w = started[ref]
         try:
-            w.info = ray.get(w.actor.describe.remote())
+            w.info = ray.get(ref)
         except ray.exceptions.RayError as exc:
             errors.append(f"{w.name}: {_reason(exc)}")
             continue
@@ -410,23 +416,25 @@ def _schedule(ray: Any, items: list[_Item], workers: list[_Worker], folder: str 
                 chosen = next((i for i in pending if w.name not in i.refused), None)
                 if chosen is None:
                     continue
-                pending.remove(chosen)
+                target = None if folder is None else os.path.join(folder, _file_name(chosen.index))
+                running[w.actor.generate.remote(chosen.index, chosen.request, target)] = (w, chosen)
+                pending.remove(chosen)  # only once it is running: an interrupt never loses it
                 idle.remove(w)
                 chosen.attempts += 1
                 chosen.dispatched = time.perf_counter()
-                target = None if folder is None else os.path.join(folder, _file_name(chosen.index))
-                running[w.actor.generate.remote(chosen.index, chosen.request, target)] = (w, chosen)
             if not running:
                 continue  # what is pending fits no idle worker, and none is busy: reported above
             done, _ = ray.wait(list(running), num_returns=1)
-            w, item = running.pop(done[0])
+            w, item = running[done[0]]
             try:
                 outcome = ray.get(done[0])
             except ray.exceptions.RayTaskError as exc:  # a bug, not the item's: the worker goes on
+                del running[done[0]]
                 idle.append(w)
                 yield result(item, "failed", w, error=f"the worker raised {_reason(exc)}")
                 continue
-            except ray.exceptions.RayActorError as exc:
+            except ray.exceptions.RayError as exc:  # its worker died: killed, out of memory, its node lost
+                del running[done[0]]
                 reason = _reason(exc)
                 logger.warning("%s died running item %d: %s", w.name, item.index, reason)
                 item.deaths.append(f"{w.name}: {reason}")
@@ -437,6 +445,7 @@ def _schedule(ray: Any, items: list[_Item], workers: list[_Worker], folder: str 
                         _remove_stale_temps(os.path.join(folder, _file_name(item.index)))
                     yield result(item, "failed", w, error="its worker died twice: " + "; ".join(item.deaths))
                 continue
+            del running[done[0]]
             idle.append(w)
             if outcome["status"] == "refused":
                 item.refused[w.name] = outcome["error"]

@@ -131,9 +131,14 @@ class WanPipeline:
         of the settings it would choose)."""
         request = self._own_request(request, {})
         if request.fit == "auto":
-            return choose_fit(width=request.width, height=request.height, num_frames=request.num_frames,
-                              **_request_memory(request), **self.measure_args()).report
+            return self.choose_fit(request).report
         return self._check_fits(request.width, request.height, request.num_frames, request=request)
+
+    def choose_fit(self, request: GenerationRequest) -> FitChoice:
+        """What ``fit="auto"`` would choose for ``request`` on this pipeline (``wanpy.choose_fit``);
+        nothing reloads. Raises ``wanpy.AllocationTooLargeError`` when no setting fits."""
+        return choose_fit(width=request.width, height=request.height, num_frames=request.num_frames,
+                          **_request_memory(request), **self.measure_args())
 
     def _check_fits(self, width: int, height: int, num_frames: int, *, weights_only: bool = False,
                     request: GenerationRequest | None = None) -> Preflight:
@@ -147,8 +152,7 @@ class WanPipeline:
 
     def _fit(self, request: GenerationRequest) -> tuple[GenerationRequest, FitChoice]:
         """fit="auto": the cheapest settings that fit; reloads when a load-time setting changes."""
-        choice = choose_fit(width=request.width, height=request.height, num_frames=request.num_frames,
-                            **_request_memory(request), **self.measure_args())
+        choice = self.choose_fit(request)
         at_load = {k: v for k, (_, v) in choice.changed.items() if k in LOAD_SETTINGS}
         if at_load:
             logger.warning("fit='auto': reloading %s with %s", self.family.name,

@@ -233,6 +233,8 @@ def build_request(family: str | WanFamily, prompt: str, *,
     tile_size, overlap = check_tiles(o("tile_size"), o("tile_overlap", MAX_TILE_OVERLAP), vae_tiling=vae_tiling,
                                      width=shape[0], height=shape[1], spatial_scale=fam.vae.spatial_scale,
                                      tiling_may_follow=fit == "auto")
+    if o("tile_overlap") is not None and not vae_tiling and fit != "auto":
+        raise ValueError(f"tile_overlap={overlap} needs vae_tiling=True (without tiling sd.cpp would ignore it)")
     if fit == "auto" and not preflight:
         raise ValueError("fit='auto' chooses settings from the pre-flight: it cannot run with preflight=False")
     preview, preview_every, preview_noisy = _previews(options, steps)

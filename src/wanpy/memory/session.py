@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,11 +115,17 @@ def _checked_file(path: PathArg, component: str, expected: str) -> str:
 
 
 _SESSIONS: dict[Any, Any] = {}
+_SESSIONS_LOCK = threading.Lock()  # pre-flights run on several threads (a service's submissions, its generation)
 
 
 def session(src: Sources) -> Any:
     """The measuring session for these sources (one per version of the files)."""
     key = (tuple((file_version(f.path), f.prefix) for f in src.files), src.presets)
+    with _SESSIONS_LOCK:
+        return _session(key, src)
+
+
+def _session(key: Any, src: Sources) -> Any:
     s = _SESSIONS.get(key)
     if s is None:
         tensors: list[tuple[str, int, list[int]]] = []

@@ -58,5 +58,13 @@ def run(models: dict[str, Any], *, host: str = "127.0.0.1", port: int = 8000, ap
     handler.setFormatter(_JsonLines())
     logging.basicConfig(level=log_level, handlers=[handler], force=True)
     app = create_app(models, api_key=api_key, **options)
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level=log_level, access_log=True)
-    uvicorn.Server(config).run()
+    store = app.state.store
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            store.stop()  # the running generation stops at its next step; open event streams end
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level=log_level, access_log=True,
+                            timeout_graceful_shutdown=10)
+    Server(config).run()

@@ -15,6 +15,8 @@ import hmac
 import json
 import logging
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -24,9 +26,10 @@ from typing import Any, Literal
 
 try:
     from fastapi import FastAPI, Request
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+    from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
     from pydantic import ValidationError
     from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 except ImportError as exc:
     raise ImportError("wanpy.serve needs FastAPI and uvicorn: pip install \"wanpy[serve]\"") from exc
@@ -35,8 +38,9 @@ from wanpy import _core
 from wanpy._version import __version__
 from wanpy.errors import AllocationTooLargeError
 from wanpy.paths import check_output_path
-from wanpy.pipeline import WanPipeline
-from wanpy.request import OPTION_NAMES
+from wanpy.validation import check_float, check_int
+from wanpy.pipeline import LOAD_SETTINGS, WanPipeline
+from wanpy.request import OPTION_NAMES, GenerationRequest
 from wanpy.serve.jobs import FINISHED, Job, JobStore, QueueFull, is_job_id
 from wanpy.serve.schemas import FieldError, OpenAIVideoCreate, SdcppVidGen, decode_image, form_value, misplaced_hint
 
@@ -46,6 +50,7 @@ __all__ = ["create_app"]
 
 Schema = Literal["openai", "sdcpp"]
 MAX_BODY_BYTES = 32 * 2**20
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 # an option's name in build_request's messages -> the field that set it, per schema
 _FIELD_OF = {
     "openai": {"width": "size", "height": "size", "duration": "seconds", "init_image": "input_reference"},
@@ -90,11 +95,16 @@ def create_app(pipeline_or_files: WanPipeline | Mapping[str, Any], *, results_di
     ``quota_bytes`` of them (the oldest expire first) for ``ttl_seconds`` each. ``max_queue``: jobs
     waiting beyond the running one (more is a 429 with Retry-After). ``api_key``: every API route
     then needs ``Authorization: Bearer KEY`` (the page at ``/`` asks for it)."""
+    max_queue = check_int("max_queue", max_queue, minimum=1, maximum=10_000)
+    ttl_seconds = check_float("ttl_seconds", ttl_seconds, minimum=0, exclusive_minimum=True, maximum=365 * 86400)
+    quota_bytes = check_int("quota_bytes", quota_bytes, minimum=1)
+    max_body_bytes = check_int("max_body_bytes", max_body_bytes, minimum=1024)
     if results_dir is not None:  # checked before any weight loads
         check_output_path("results_dir", os.path.join(os.fspath(results_dir), "0" * 32 + ".webm"))
     owned = not isinstance(pipeline_or_files, WanPipeline)
     pipe = WanPipeline(**pipeline_or_files, progress=False) if owned else pipeline_or_files  # type: ignore[arg-type]
     assert isinstance(pipe, WanPipeline)
+    own_folder = results_dir is None
     folder = Path(tempfile.mkdtemp(prefix="wanpy-serve-") if results_dir is None else results_dir)
     store = JobStore(pipe, folder, max_queue=max_queue, ttl_seconds=ttl_seconds, quota_bytes=quota_bytes)
     model_id = pipe.family.name
@@ -107,6 +117,8 @@ def create_app(pipeline_or_files: WanPipeline | Mapping[str, Any], *, results_di
             await run_in_threadpool(store.close)
             if owned:
                 pipe.close()
+            if own_folder:
+                shutil.rmtree(folder, ignore_errors=True)
 
     app = FastAPI(title="wanpy", version=__version__,
                   lifespan=lifespan, docs_url=None, redoc_url=None)  # /openapi.json stays; no page from a CDN
@@ -117,6 +129,12 @@ def create_app(pipeline_or_files: WanPipeline | Mapping[str, Any], *, results_di
     async def refused(request: Request, exc: Refused) -> JSONResponse:
         return exc.response()
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # the router's own 404/405s in the same error body as every other refusal
+        return Refused(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else
+                       "http_error").response()
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("%s %s: unexpected error", request.method, request.url.path)
@@ -124,6 +142,14 @@ def create_app(pipeline_or_files: WanPipeline | Mapping[str, Any], *, results_di
 
     @app.middleware("http")
     async def authorize(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        host = request.headers.get("host", "")
+        if api_key is None and _host_name(host) not in LOOPBACK_HOSTS:
+            # without a key only loopback names: a DNS-rebound name reaching 127.0.0.1 is refused
+            return Refused(403, f"Host {host!r} is not allowed without an API key", code="bad_host").response()
+        origin = request.headers.get("origin")
+        if origin is not None and origin != f"{request.url.scheme}://{host}":
+            # another web page's request (a form posts cross-site without a CORS pre-check)
+            return Refused(403, f"cross-origin request from {origin!r} refused", code="cross_origin").response()
         if api_key is not None and request.url.path != "/":
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
@@ -144,7 +170,7 @@ def create_app(pipeline_or_files: WanPipeline | Mapping[str, Any], *, results_di
     @app.post("/v1/videos")
     async def create_video(request: Request) -> JSONResponse:
         body = await _openai_body(request)
-        parsed, extra = _validate(OpenAIVideoCreate, body, "openai")
+        parsed, extra = await run_in_threadpool(_validate, OpenAIVideoCreate, body, "openai")
         assert isinstance(parsed, OpenAIVideoCreate)
         if parsed.model is not None and parsed.model != model_id:
             raise Refused(422, f"model: this server runs {model_id!r}, not {parsed.model!r}", param="model",
@@ -159,7 +185,7 @@ def create_app(pipeline_or_files: WanPipeline | Mapping[str, Any], *, results_di
         if order not in ("asc", "desc"):
             raise Refused(422, f"order must be 'asc' or 'desc', got {order!r}", param="order")
         limit_text = q.get("limit", "20")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
+        if not re.fullmatch(r"[0-9]{1,3}", limit_text) or not 1 <= int(limit_text) <= 100:
             raise Refused(422, f"limit must be an integer from 1 to 100, got {limit_text!r}", param="limit")
         jobs = sorted(store.jobs(), key=lambda j: j.created, reverse=order == "desc")
         if "after" in q:
@@ -193,7 +219,7 @@ def create_app(pipeline_or_files: WanPipeline | Mapping[str, Any], *, results_di
         return _openai_video(job)
 
     @app.get("/v1/videos/{video_id}/content")
-    async def video_content(video_id: str, request: Request) -> FileResponse:
+    async def video_content(video_id: str, request: Request) -> StreamingResponse:
         variant = _query(request, {"variant"}).get("variant", "video")
         if variant != "video":
             raise Refused(422, f"variant {variant!r}: this server has the video only (no thumbnail or spritesheet)",
@@ -201,9 +227,16 @@ def create_app(pipeline_or_files: WanPipeline | Mapping[str, Any], *, results_di
         job = _job(video_id)
         if job.status == "expired":
             raise Refused(410, f"video {job.id} expired and its file was removed", code="expired")
-        if job.status != "completed" or job.path is None:
+        path = job.path
+        if job.status != "completed" or path is None:
             raise Refused(409, f"video {job.id} is {job.status}, not completed", code="not_ready")
-        return FileResponse(job.path, media_type="video/webm", filename=f"{job.id}.webm")
+        try:
+            handle = path.open("rb")  # held open: an expiry now cannot pull the file from under the response
+        except FileNotFoundError:
+            raise Refused(410, f"video {job.id} expired and its file was removed", code="expired") from None
+        return StreamingResponse(_chunks(handle), media_type="video/webm",
+                                 headers={"Content-Disposition": f'attachment; filename="{job.id}.webm"',
+                                          "Content-Length": str(os.fstat(handle.fileno()).st_size)})
 
     @app.get("/v1/videos/{video_id}/preview")
     async def video_preview(video_id: str, request: Request) -> Response:
@@ -226,6 +259,8 @@ def create_app(pipeline_or_files: WanPipeline | Mapping[str, Any], *, results_di
                     yield f"event: progress\ndata: {json.dumps(_openai_video(job))}\n\n"
                     if job.status in FINISHED:
                         return
+                if store.stopping:  # the server is shutting down: do not hold it up
+                    return
                 elif quiet >= 15.0:
                     quiet = 0.0
                     yield ": keep-alive\n\n"
@@ -241,7 +276,7 @@ def create_app(pipeline_or_files: WanPipeline | Mapping[str, Any], *, results_di
     async def vid_gen(request: Request) -> JSONResponse:
         if not request.headers.get("content-type", "").startswith("application/json"):
             raise Refused(415, "send the request as application/json", code="unsupported_media_type")
-        parsed, extra = _validate(SdcppVidGen, await _json(request), "sdcpp")
+        parsed, extra = await run_in_threadpool(_validate, SdcppVidGen, await _json(request), "sdcpp")
         job = await _submit(parsed, "sdcpp", extra)
         return JSONResponse({"id": job.id, "kind": "vid_gen", "status": "queued", "created": int(job.created),
                              "poll_url": f"/sdcpp/v1/jobs/{job.id}"}, status_code=202)
@@ -298,11 +333,16 @@ def create_app(pipeline_or_files: WanPipeline | Mapping[str, Any], *, results_di
     def _sdcpp_job(job: Job) -> dict[str, Any]:
         status = {"in_progress": "generating"}.get(job.status, job.status)
         result = None
-        if job.status == "completed" and job.path is not None:
+        path = job.path
+        if job.status == "completed" and path is not None:
             r = job.request
             fps: int | str = int(r.fps) if r.fps.denominator == 1 else str(r.fps)
+            try:
+                encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+            except FileNotFoundError:
+                raise Refused(410, f"job {job.id} expired and its result was removed", code="expired") from None
             result = {"output_format": "webm", "mime_type": "video/webm", "fps": fps, "frame_count": r.num_frames,
-                      "b64_json": base64.b64encode(job.path.read_bytes()).decode("ascii"),
+                      "b64_json": encoded,
                       "url": f"/v1/videos/{job.id}/content", "seed": job.seed}
         error = None if job.error_code is None else {"code": job.error_code, "message": job.error_message}
         return {"id": job.id, "kind": "vid_gen", "status": status, "created": int(job.created),
@@ -313,9 +353,13 @@ def create_app(pipeline_or_files: WanPipeline | Mapping[str, Any], *, results_di
 
     async def _submit(parsed: OpenAIVideoCreate | SdcppVidGen, schema: Schema, extra: dict[str, Any]) -> Job:
         options: dict[str, Any] = {}
+
+        def build() -> GenerationRequest:  # decodes images: off the event loop
+            options.update(parsed.to_options(), **extra)
+            return pipe.request(parsed.prompt, **options)
+
         try:
-            options = {**parsed.to_options(), **extra}
-            generation = pipe.request(parsed.prompt, **options)
+            generation = await run_in_threadpool(build)
         except FieldError as exc:
             raise Refused(422, str(exc), param=exc.field, code="invalid_value") from None
         except (ValueError, TypeError) as exc:
@@ -324,7 +368,15 @@ def create_app(pipeline_or_files: WanPipeline | Mapping[str, Any], *, results_di
             raise Refused(422, message, param=field, code="invalid_value") from None
         try:
             store.check_room()  # a full queue is refused before paying for a pre-flight
-            await run_in_threadpool(pipe.check_fits, generation)
+            if generation.fit == "auto":
+                choice = await run_in_threadpool(pipe.choose_fit, generation)
+                reload = [k for k in choice.changed if k in LOAD_SETTINGS]
+                if reload:  # one request must not reload the weights every later job runs with
+                    raise Refused(422, f"fit: the cheapest settings that fit change {', '.join(reload)}, fixed "
+                                       f"when this server loaded; start it with {', '.join(reload)} instead",
+                                  param="fit", code="does_not_fit")
+            else:
+                await run_in_threadpool(pipe.check_fits, generation)
         except QueueFull as exc:
             raise Refused(429, str(exc), code="queue_full", headers={"Retry-After": str(exc.retry_after)}) from None
         except AllocationTooLargeError as exc:
@@ -345,9 +397,20 @@ async def _json(request: Request) -> Any:
     if not raw:
         raise Refused(422, "the request body is empty: send a JSON object", code="empty_body")
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise Refused(422, f"the body is not JSON: {exc}", code="invalid_json") from None
+        return json.loads(raw, object_pairs_hook=_unique_keys)
+    except Refused:
+        raise
+    except (ValueError, RecursionError) as exc:  # not JSON, numbers past Python's digit limit, deep nesting
+        raise Refused(422, f"the body is not JSON wanpy reads: {exc}", code="invalid_json") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise Refused(422, f"{key}: given more than once", param=key, code="duplicate_field")
+        out[key] = value
+    return out
 
 
 async def _openai_body(request: Request) -> Any:
@@ -402,6 +465,11 @@ def _validate(model: type[OpenAIVideoCreate] | type[SdcppVidGen], body: Any,
     return parsed, {} if image is None else {"init_image": image}
 
 
+def _host_name(host: str) -> str:
+    """A Host header without its port ("[::1]:8000" -> "[::1]")."""
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
+
+
 def _query(request: Request, allowed: set[str]) -> dict[str, str]:
     """The query parameters, none unknown and none twice."""
     out: dict[str, str] = {}
@@ -420,7 +488,8 @@ def _field_in(message: str, schema: Schema, options: Mapping[str, Any]) -> str |
     """The request field a ``build_request`` message is about: the option it starts with, else the
     first option given that it names."""
     word = message.split(" ", 1)[0].split("=", 1)[0].rstrip(":,")
-    named = word if word in OPTION_NAMES or word == "prompt" else next((o for o in options if o in message), None)
+    named = word if word in OPTION_NAMES or word == "prompt" else next(
+        (o for o in sorted(options, key=len, reverse=True) if re.search(rf"\b{o}\b", message)), None)
     return None if named is None else _FIELD_OF[schema].get(named, named)
 
 
@@ -451,6 +520,14 @@ def _capabilities(pipe: WanPipeline, max_queue: int) -> dict[str, Any]:
             "loras": [], "upscalers": [],
             "limits": {"min_width": fam.size_multiple, "max_width": 16384, "min_height": fam.size_multiple,
                        "max_height": 16384, "max_batch_count": 1, "max_queue_size": max_queue}}
+
+
+async def _chunks(handle: Any, size: int = 2**20) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await run_in_threadpool(handle.read, size):
+            yield chunk
+    finally:
+        handle.close()
 
 
 class _BodyLimit:

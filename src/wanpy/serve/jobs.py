@@ -10,6 +10,7 @@ when the store starts: jobs do not outlive their server.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
 import logging
 import os
@@ -17,7 +18,6 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,6 +35,7 @@ __all__ = ["Job", "JobStore", "QueueFull", "is_job_id"]
 
 Status = Literal["queued", "in_progress", "completed", "failed", "cancelled", "expired"]
 FINISHED = ("completed", "failed", "cancelled", "expired")
+MAX_FINISHED_RECORDS = 10_000
 _ID = re.compile(r"video_([0-9a-f]{32})")
 # results, and the temporary files of their atomic writes (wanpy.paths.temp_path_for)
 _OWN_FILE = re.compile(r"[0-9a-f]{32}\.webm|\.[0-9a-f]{32}\.webm\.[0-9a-f]{8}\.(part|probe)")
@@ -109,6 +110,10 @@ class JobStore:
             if len(self._queue) >= self.max_queue:
                 raise QueueFull(len(self._queue), self._retry_after())
             job = Job(id=f"video_{uuid.uuid4().hex}", request=request, created=time.time(), schema=schema)
+            finished = [j for j in self._jobs.values() if j.status in FINISHED]
+            for old in finished[:max(0, len(finished) - MAX_FINISHED_RECORDS)]:  # the oldest records go first
+                self._drop_file(old)
+                del self._jobs[old.id]
             self._jobs[job.id] = job
             self._queue.append(job.id)
             self._changed.notify_all()
@@ -159,26 +164,48 @@ class JobStore:
         with self._changed:
             self._changed.wait_for(lambda: job.version != version or self._stopping, timeout)
 
-    def close(self) -> None:
-        """Stop the worker: the running generation is cancelled at its next step."""
+    def stop(self) -> None:
+        """Cancel everything without waiting: the running generation stops at its next step, queued jobs
+        end cancelled, and no job starts after."""
         with self._changed:
             self._stopping = True
             for job in self._jobs.values():
                 job.cancel.set()
+            while self._queue:
+                self._finish(self._jobs[self._queue.popleft()], "cancelled", "server_stopped",
+                             "the server stopped before this job ran")
             self._changed.notify_all()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def close(self) -> None:
+        """``stop``, then wait for the running generation to return."""
+        self.stop()
         self._worker.join(timeout=600)
 
     # --- the worker ---------------------------------------------------------------------------
     def _work(self) -> None:
         while True:
             with self._changed:
-                self._changed.wait_for(lambda: bool(self._queue) or self._stopping)
+                self._changed.wait_for(lambda: bool(self._queue) or self._stopping, timeout=60)
+                self._expire()  # also when nobody asks: results go at their ttl
                 if self._stopping:
                     return
+                if not self._queue:
+                    continue
                 job = self._jobs[self._queue.popleft()]
                 job.status, job.started = "in_progress", time.time()
                 self._bump(job)
-            self._run(job)
+            try:
+                self._run(job)
+            except Exception:  # the next job must still run
+                logger.exception("job %s: unexpected error", job.id)
+                with self._changed:
+                    if job.status not in FINISHED:
+                        self._finish(job, "failed", "internal_error", "internal error (the server's log has "
+                                                                      "the details)")
 
     def _run(self, job: Job) -> None:
         def on_progress(p: Progress) -> bool:
@@ -211,11 +238,18 @@ class JobStore:
         else:
             self._durations.append(time.perf_counter() - start)
             with self._changed:
-                job.path, job.size_bytes, job.seed = target, target.stat().st_size, video.seed
-                self._finish(job, "completed", None, None)
-                self._keep_quota()
-            logger.info("job %s completed in %.1f s: %d B", job.id, time.perf_counter() - start, job.size_bytes)
-            return
+                # deleted or cancelled while its file was being written: the file goes too
+                dropped = job.id not in self._jobs or job.cancel.is_set()
+                if not dropped:
+                    job.path, job.size_bytes, job.seed = target, target.stat().st_size, video.seed
+                    self._finish(job, "completed", None, None)
+                    self._keep_quota()
+            if not dropped:
+                logger.info("job %s completed in %.1f s: %d B", job.id, time.perf_counter() - start,
+                            job.size_bytes)
+                return
+            target.unlink(missing_ok=True)
+            outcome = ("cancelled", "cancelled", "job cancelled by client")
         with self._changed:
             self._finish(job, *outcome)
         logger.info("job %s %s: %s", job.id, outcome[0], outcome[2])
@@ -227,6 +261,8 @@ class JobStore:
 
     def _finish(self, job: Job, status: Status, code: str | None, message: str | None) -> None:
         job.status, job.error_code, job.error_message, job.completed = status, code, message, time.time()
+        # the record outlives the generation: its input images need not
+        job.request = dataclasses.replace(job.request, init_image=None, end_image=None)
         self._bump(job)
 
     def _retry_after(self) -> int:
@@ -263,9 +299,9 @@ class JobStore:
     def _drop_file(self, job: Job) -> None:
         if job.path is not None:
             try:
-                job.path.unlink()
-            except FileNotFoundError:
-                pass
+                job.path.unlink(missing_ok=True)
+            except OSError as exc:
+                logger.warning("could not remove %s: %s", job.path, exc)
             job.path, job.size_bytes = None, 0
 
     def _remove_own_files(self) -> None:
@@ -281,17 +317,3 @@ def _png(frame: Any) -> bytes:
     out = io.BytesIO()
     Image.fromarray(frame).save(out, format="PNG")
     return out.getvalue()
-
-
-def iter_changes(store: JobStore, job: Job, *, heartbeat: float = 15.0) -> Iterator[Job | None]:
-    """``job`` at every change until it has finished; None after ``heartbeat`` quiet seconds."""
-    version = -1
-    while True:
-        if job.version != version:
-            version = job.version
-            yield job
-            if job.status in FINISHED:
-                return
-        else:
-            yield None
-        store.wait_change(job, version, heartbeat)

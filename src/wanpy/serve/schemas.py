@@ -23,7 +23,8 @@ except ImportError as exc:
 
 __all__ = ["FieldError", "OpenAIVideoCreate", "SdcppVidGen", "decode_image", "misplaced_hint"]
 
-MAX_IMAGE_BYTES = 16 * 2**20  # one decoded input image
+MAX_IMAGE_BYTES = 16 * 2**20  # one encoded input image
+MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 class FieldError(ValueError):
@@ -39,15 +40,20 @@ class _Strict(BaseModel):
 
 
 def _size(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"([1-9]\d{0,5})x([1-9]\d{0,5})", text)
+    m = re.fullmatch(r"([1-9][0-9]{0,5})x([1-9][0-9]{0,5})", text)
     if not m:
         raise FieldError("size", f"must be WIDTHxHEIGHT, e.g. 832x480, got {text!r}")
     return int(m.group(1)), int(m.group(2))
 
 
 def decode_image(field: str, data: str | bytes) -> np.ndarray:
-    """A base64 string, a data URL or raw file bytes, as an RGB uint8 (H, W, 3) array."""
+    """A base64 string, a data URL or raw file bytes (PNG, JPEG or WebP, at most 4096x4096), as an RGB
+    uint8 (H, W, 3) array; modes that do not convert to RGB losslessly are refused, as everywhere in wanpy."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
+
+    from wanpy.validation import _pil_to_array
 
     if isinstance(data, str):
         payload = data.split(",", 1)[1] if data.startswith("data:") and "," in data else data
@@ -60,14 +66,18 @@ def decode_image(field: str, data: str | bytes) -> np.ndarray:
     if len(raw) > MAX_IMAGE_BYTES:
         raise FieldError(field, f"the image is {len(raw)} bytes; at most {MAX_IMAGE_BYTES}")
     try:
-        with Image.open(io.BytesIO(raw)) as image:
-            if image.mode not in ("RGB", "L", "RGBA", "P"):
-                raise FieldError(field, f"a {image.mode} image; send RGB")
-            if image.mode == "RGBA":
-                raise FieldError(field, "has an alpha channel; send RGB (3 channels)")
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError):
-        raise FieldError(field, "is not an image PIL can read (PNG, JPEG, WebP)") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw), formats=("PNG", "JPEG", "WEBP")) as image:
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    raise FieldError(field, f"is {image.width}x{image.height}; at most {MAX_IMAGE_PIXELS} pixels")
+                return _pil_to_array(field, image, "the request")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise FieldError(field, "is not an image wanpy reads here (PNG, JPEG or WebP)") from None
+    except ValueError as exc:
+        if isinstance(exc, FieldError):
+            raise
+        raise FieldError(field, str(exc).removeprefix(f"{field}: ")) from None
 
 
 # --- OpenAI's Videos API --------------------------------------------------------------------
@@ -112,7 +122,7 @@ class OpenAIVideoCreate(_Strict):
         if self.size is not None:
             options["width"], options["height"] = _size(self.size)
         if self.seconds is not None:
-            if not re.fullmatch(r"\d+(\.\d+)?", self.seconds):
+            if not re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})?", self.seconds):
                 raise FieldError("seconds", f"must be a number of seconds as a string, e.g. \"4\", got {self.seconds!r}")
             if self.num_frames is not None:
                 raise FieldError("seconds", "give seconds or num_frames, not both")
@@ -129,11 +139,11 @@ _FORM_BOOL = {"vae_tiling"}
 def form_value(name: str, text: str) -> Any:
     """A multipart text field as the JSON value it stands for (strictly: "4.0" is no integer)."""
     if name in _FORM_INT:
-        if not re.fullmatch(r"-?\d+", text):
+        if not re.fullmatch(r"-?[0-9]{1,19}", text):
             raise FieldError(name, f"must be an integer, got {text!r}")
         return int(text)
     if name in _FORM_FLOAT:
-        if not re.fullmatch(r"-?\d+(\.\d+)?([eE][-+]?\d+)?", text):
+        if not re.fullmatch(r"-?[0-9]{1,19}(\.[0-9]{1,19})?([eE][-+]?[0-9]{1,3})?", text):
             raise FieldError(name, f"must be a number, got {text!r}")
         return float(text)
     if name in _FORM_BOOL:
@@ -236,7 +246,8 @@ class SdcppVidGen(_Strict):
             o["vae_tiling"] = tiles.enabled
             if (tiles.tile_size_x, tiles.tile_size_y) != (0, 0):
                 o["tile_size"] = (tiles.tile_size_x, tiles.tile_size_y)
-            if tiles.target_overlap is not None:
+            # sd-server's own default overlap (0.5) changes nothing without tiling; any other value is checked
+            if tiles.target_overlap is not None and (tiles.enabled or tiles.target_overlap != 0.5):
                 o["tile_overlap"] = tiles.target_overlap
         if self.cache_mode not in (None, "disabled"):
             from wanpy.cache import parse_cache_options
@@ -294,8 +305,9 @@ def _sampling(o: dict[str, Any], p: SdcppSampleParams | None, where: str, prefix
         ignored += [("guidance.img_cfg", g.img_cfg is not None, "Wan has no image guidance; it is ignored"),
                     ("guidance.distilled_guidance", g.distilled_guidance is not None,
                      "Wan is not guidance-distilled; it is ignored"),
-                    ("guidance.slg", g.slg is not None and g.slg.scale not in (None, 0),
-                     "skip-layer guidance is not supported for Wan")]
+                    ("guidance.slg", g.slg is not None and g.slg.model_fields_set != set() and
+                     (g.slg.scale not in (None, 0) or bool({"layers", "layer_start", "layer_end"} & g.slg.model_fields_set)),
+                     "skip-layer guidance is not supported for Wan (send no slg, or only scale 0)")]
     for field, refused, why in ignored:
         if refused:
             raise FieldError(f"{where}.{field}", why)
