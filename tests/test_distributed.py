@@ -48,8 +48,13 @@ def cluster() -> Iterator[str]:
 def reference(models: dict[str, Any]) -> list[np.ndarray]:
     """REQUESTS' frames from one WanPipeline in this process, one thread, as the workers run."""
     with wanpy.WanPipeline(**models, n_threads=1, progress=False) as pipe:
-        return [pipe.generate_video(r["prompt"], progress=False, **{k: v for k, v in r.items() if k != "prompt"}
-                                    ).frames for r in REQUESTS]
+        return [_frames(pipe, r) for r in REQUESTS]
+
+
+def _frames(pipe: wanpy.WanPipeline, request: dict[str, Any]) -> np.ndarray:
+    """One request (a prompt and options, as ``generate_batch`` takes it) generated in this process."""
+    return pipe.generate_video(request["prompt"], progress=False,
+                               **{k: v for k, v in request.items() if k != "prompt"}).frames
 
 
 # --- arguments, checked before anything is scheduled ------------------------------------
@@ -195,8 +200,7 @@ def test_a_worker_killed_mid_clip_has_its_item_completed_on_the_other(cluster, m
     # item 1 takes 12 steps, the others 2: when the first result arrives, item 1's worker is mid-clip
     long = dict(REQUESTS[1], steps=12)
     with wanpy.WanPipeline(**models, n_threads=1, progress=False) as pipe:
-        long_frames = pipe.generate_video(long["prompt"], progress=False,
-                                          **{k: v for k, v in long.items() if k != "prompt"}).frames
+        long_frames = _frames(pipe, long)
     expected = {0: reference[0], 1: long_frames, 2: reference[2], 3: reference[3]}
     results, killed = [], None
     for result in distributed.generate_batch([REQUESTS[0], long, REQUESTS[2], REQUESTS[3]], models=models,

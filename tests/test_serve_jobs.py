@@ -69,11 +69,11 @@ def test_jobs_run_in_order_and_a_full_queue_refuses(store: Any, tmp_path: Path) 
     pipe = _Pipe()
     pipe.gate.clear()
     jobs = store(pipe, max_queue=2)
-    first = jobs.submit(REQUEST, "openai")
+    first = jobs.submit(REQUEST)
     _until(jobs, first, lambda: first.status == "in_progress")
-    waiting = [jobs.submit(REQUEST, "openai") for _ in range(2)]
+    waiting = [jobs.submit(REQUEST) for _ in range(2)]
     with pytest.raises(QueueFull) as info:
-        jobs.submit(REQUEST, "openai")
+        jobs.submit(REQUEST)
     assert info.value.retry_after >= 1
     assert [jobs.queue_position(j) for j in (first, *waiting)] == [0, 1, 2]
     pipe.gate.set()
@@ -89,7 +89,7 @@ def test_cancel_a_queued_job_at_once_and_a_running_one_at_its_next_step(store: A
     pipe = _Pipe()
     pipe.gate.clear()
     jobs = store(pipe)
-    running, queued = jobs.submit(REQUEST, "sdcpp"), jobs.submit(REQUEST, "sdcpp")
+    running, queued = jobs.submit(REQUEST), jobs.submit(REQUEST)
     _until(jobs, running, lambda: running.status == "in_progress")
     assert jobs.cancel(queued) and queued.status == "cancelled" and queued.started is None
     assert jobs.cancel(running) and running.status == "in_progress"  # until its next step
@@ -104,7 +104,7 @@ def test_results_expire_and_the_oldest_go_past_the_quota(store: Any, tmp_path: P
     jobs = store(_Pipe(nbytes=100), quota_bytes=250, ttl_seconds=60)
     done = []
     for _ in range(3):
-        done.append(jobs.submit(REQUEST, "openai"))
+        done.append(jobs.submit(REQUEST))
         _finished(jobs, done[-1])
     assert [j.status for j in done] == ["expired", "completed", "completed"]  # 300 B > 250 B: the oldest went
     assert done[0].path is None and len(list(tmp_path.iterdir())) == 2
@@ -133,7 +133,7 @@ def test_a_job_deleted_while_its_video_is_written_leaves_no_file(store: Any, tmp
 
     writing, proceed = threading.Event(), threading.Event()
     jobs = store(_SlowSave())
-    job = jobs.submit(REQUEST, "openai")
+    job = jobs.submit(REQUEST)
     assert writing.wait(30)
     jobs.delete(job)
     proceed.set()
@@ -146,7 +146,7 @@ def test_stop_cancels_the_queue_and_the_running_job(store: Any) -> None:
     pipe = _Pipe()
     pipe.gate.clear()
     jobs = store(pipe)
-    running, queued = jobs.submit(REQUEST, "openai"), jobs.submit(REQUEST, "openai")
+    running, queued = jobs.submit(REQUEST), jobs.submit(REQUEST)
     _until(jobs, running, lambda: running.status == "in_progress")
     jobs.stop()
     assert queued.status == "cancelled" and queued.error_code == "server_stopped"

@@ -27,12 +27,17 @@ MAX_EMBED_BYTES = 16 << 20
 _MAX_DISPLAY_WIDTH = 640
 
 
-def _png(frame: np.ndarray) -> str:
+def png_bytes(frame: np.ndarray) -> bytes:
+    """One uint8 (H, W, 3) frame as a PNG file's bytes."""
     from PIL import Image
 
     buffer = io.BytesIO()
     Image.fromarray(frame).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def _png(frame: np.ndarray) -> str:
+    return base64.b64encode(png_bytes(frame)).decode("ascii")
 
 
 def video_html(video: Video, *, max_bytes: int = MAX_EMBED_BYTES) -> str:
@@ -102,7 +107,7 @@ def live_preview() -> Callable[[Progress], None]:
     def show(progress: Progress) -> None:
         if progress.preview is not None:
             frames = progress.preview
-            image.value = base64.b64decode(_png(frames[len(frames) // 2]))
+            image.value = png_bytes(frames[len(frames) // 2])
             label.value = f"{progress.phase.replace('_', ' ')}: step {progress.step} of {progress.steps}"
 
     return show

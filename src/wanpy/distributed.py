@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from wanpy.errors import AllocationTooLargeError, Cancelled, LoadError, WanpyError
 from wanpy.model_set import check_model_files, family_of_files
-from wanpy.paths import check_output_path
+from wanpy.paths import check_output_path, temp_file_pattern
 from wanpy.request import GenerationRequest, build_request, check_loras
 from wanpy.validation import check_int
 
@@ -273,7 +273,7 @@ def _remove_stale_temps(target: str) -> None:
     """The hidden temporary files of ``target``'s atomic write (``wanpy.paths.temp_path_for``)
     that a killed worker left behind."""
     folder, base = os.path.split(target)
-    pattern = re.compile(rf"\.{re.escape(base)}\.[0-9a-f]{{8}}\.[^/]*")
+    pattern = temp_file_pattern(re.escape(base))
     try:
         names = os.listdir(folder)
     except OSError:

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import stat
 from typing import Any
 
-__all__ = ["check_input_file", "check_output_path", "name_max", "path_max", "printable", "temp_path_for"]
+__all__ = ["check_input_file", "check_output_path", "name_max", "path_max", "printable", "temp_file_pattern",
+           "temp_path_for"]
 
 _KINDS = {stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFSOCK: "a socket",
           stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
@@ -193,6 +195,12 @@ def _check_existing(name: str, target: str) -> None:
         kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a file")
         raise ValueError(f"{name}: {os.fspath(target)!r} is not a regular file (it is {kind}); "
                          "refusing to replace it")
+
+
+def temp_file_pattern(base: str) -> re.Pattern[str]:
+    """The names ``temp_path_for`` gives a target whose file name matches the regex ``base``
+    (``re.escape(name)`` for one target): what a killed writer may have left behind."""
+    return re.compile(rf"\.{base}\.[0-9a-f]{{8}}\.[^/]+")
 
 
 def temp_path_for(name: str, target: str | os.PathLike[str], suffix: str) -> str:

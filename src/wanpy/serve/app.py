@@ -384,7 +384,7 @@ def create_app(pipeline_or_files: WanPipeline | Mapping[str, Any], *, results_di
                 "required_bytes": exc.required, "limit_bytes": exc.limit, "suggestions": list(exc.suggestions),
                 "allocation": str(exc.allocation) if exc.allocation is not None else None}) from None
         try:
-            return store.submit(generation, schema)
+            return store.submit(generation)
         except QueueFull as exc:
             raise Refused(429, str(exc), code="queue_full", headers={"Retry-After": str(exc.retry_after)}) from None
 

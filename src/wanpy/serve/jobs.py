@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import io
 import logging
 import os
 import re
@@ -20,9 +19,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
+from wanpy.display import png_bytes
 from wanpy.errors import AllocationTooLargeError, Cancelled, WanpyError
+from wanpy.paths import temp_file_pattern
 
 if TYPE_CHECKING:
     from wanpy.pipeline import WanPipeline
@@ -37,8 +38,8 @@ Status = Literal["queued", "in_progress", "completed", "failed", "cancelled", "e
 FINISHED = ("completed", "failed", "cancelled", "expired")
 MAX_FINISHED_RECORDS = 10_000
 _ID = re.compile(r"video_([0-9a-f]{32})")
-# results, and the temporary files of their atomic writes (wanpy.paths.temp_path_for)
-_OWN_FILE = re.compile(r"[0-9a-f]{32}\.webm|\.[0-9a-f]{32}\.webm\.[0-9a-f]{8}\.(part|probe)")
+_RESULT = r"[0-9a-f]{32}\.webm"
+_TEMP = temp_file_pattern(_RESULT)  # the temporary files of the results' atomic writes
 
 
 def is_job_id(text: str) -> bool:
@@ -58,7 +59,6 @@ class Job:
     id: str
     request: GenerationRequest
     created: float
-    schema: Literal["openai", "sdcpp"]
     status: Status = "queued"
     started: float | None = None
     completed: float | None = None
@@ -105,11 +105,11 @@ class JobStore:
         self._worker.start()
 
     # --- what the routes call ---------------------------------------------------------------
-    def submit(self, request: GenerationRequest, schema: Literal["openai", "sdcpp"]) -> Job:
+    def submit(self, request: GenerationRequest) -> Job:
         with self._changed:
             if len(self._queue) >= self.max_queue:
                 raise QueueFull(len(self._queue), self._retry_after())
-            job = Job(id=f"video_{uuid.uuid4().hex}", request=request, created=time.time(), schema=schema)
+            job = Job(id=f"video_{uuid.uuid4().hex}", request=request, created=time.time())
             finished = [j for j in self._jobs.values() if j.status in FINISHED]
             for old in finished[:max(0, len(finished) - MAX_FINISHED_RECORDS)]:  # the oldest records go first
                 self._drop_file(old)
@@ -210,7 +210,7 @@ class JobStore:
     def _run(self, job: Job) -> None:
         def on_progress(p: Progress) -> bool:
             # encoded before taking the lock that every status read takes
-            png = None if p.preview is None else _png(p.preview[len(p.preview) // 2])
+            png = None if p.preview is None else png_bytes(p.preview[len(p.preview) // 2])
             with self._changed:
                 job.phase, job.step, job.steps = p.phase, p.step, p.steps
                 if png is not None:
@@ -306,14 +306,6 @@ class JobStore:
 
     def _remove_own_files(self) -> None:
         for name in os.listdir(self.results_dir):
-            if _OWN_FILE.fullmatch(name):
+            if re.fullmatch(_RESULT, name) or _TEMP.fullmatch(name):
                 os.remove(self.results_dir / name)
                 logger.info("removed %s, left by an earlier server", name)
-
-
-def _png(frame: Any) -> bytes:
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.fromarray(frame).save(out, format="PNG")
-    return out.getvalue()
