@@ -67,6 +67,20 @@ sd_cache_mode_t cache_mode_of(const std::string& name) {
     throw NativeError("unknown cache mode '" + name + "'");
 }
 
+using Frames = py::array_t<uint8_t, py::array::c_style>;  // (T, H, W, 3)
+
+// sd_image_t views of each frame of a (T, H, W, 3) array (sd.cpp only reads them).
+std::vector<sd_image_t> as_sd_frames(const std::optional<Frames>& video) {
+    std::vector<sd_image_t> out;
+    if (!video) return out;
+    if (video->ndim() != 4 || video->shape(3) != 3) throw NativeError("control frames must be (T, H, W, 3) uint8");
+    const auto height = static_cast<uint32_t>(video->shape(1)), width = static_cast<uint32_t>(video->shape(2));
+    const size_t frame_bytes = static_cast<size_t>(height) * width * 3;
+    auto* data               = const_cast<uint8_t*>(video->data());
+    for (py::ssize_t i = 0; i < video->shape(0); ++i) out.push_back(sd_image_t{width, height, 3, data + i * frame_bytes});
+    return out;
+}
+
 struct FreeFrames {
     sd_image_t* frames = nullptr;
     int count          = 0;
@@ -86,7 +100,8 @@ py::array_t<uint8_t> generate(Context& ctx, const std::string& prompt, const std
                               float moe_boundary, const std::vector<Lora>& loras, bool vae_tiling, int tile_size_x,
                               int tile_size_y, float tile_overlap, std::optional<ProgressCallable> progress,
                               std::optional<PreviewCallable> preview, const std::string& preview_mode,
-                              int preview_every, bool preview_noisy, std::optional<sd_cache_params_t> cache) {
+                              int preview_every, bool preview_noisy, std::optional<sd_cache_params_t> cache,
+                              std::optional<Frames> control_frames, float vace_strength) {
     sd_vid_gen_params_t p;
     sd_vid_gen_params_init(&p);
     p.prompt          = prompt.c_str();
@@ -99,6 +114,10 @@ py::array_t<uint8_t> generate(Context& ctx, const std::string& prompt, const std
     p.moe_boundary    = moe_boundary;
     p.init_image      = as_sd_image(init_image);
     p.end_image       = as_sd_image(end_image);
+    std::vector<sd_image_t> control = as_sd_frames(control_frames);
+    p.control_frames      = control.empty() ? nullptr : control.data();
+    p.control_frames_size = static_cast<int>(control.size());
+    p.vace_strength       = vace_strength;
 
     p.sample_params.sample_steps     = steps;
     p.sample_params.guidance.txt_cfg = cfg_scale;
@@ -224,9 +243,11 @@ void wanpy::register_generation(py::module_& m, py::class_<Context>& cls) {
             py::arg("tile_size_y"), py::arg("tile_overlap"), py::arg("progress") = py::none(),
             py::arg("preview") = py::none(), py::arg("preview_mode") = "proj", py::arg("preview_every") = 1,
             py::arg("preview_noisy") = false, py::arg("cache") = py::none(),
+            py::arg("control_frames") = py::none(), py::arg("vace_strength") = 1.0f,
             "Run sd.cpp's generate_video (the GIL released meanwhile); returns frames as uint8 (T, H, W, 3). "
             "loras: (path, multiplier, is_high_noise). preview(step, frames, is_noisy) receives sd.cpp's previews "
             "(preview_mode proj, tae or vae) every preview_every steps, of the denoised latents (or, with "
-            "preview_noisy, the noisy ones). cache: sd.cpp's step cache for both experts. Raises Cancelled when progress returned False or raised, "
+            "preview_noisy, the noisy ones). cache: sd.cpp's step cache for both experts. control_frames (T, H, W, 3) "
+            "uint8 and vace_strength: a VACE DiT's control video (init_image is then its reference image). Raises Cancelled when progress returned False or raised, "
             "NativeError when sd.cpp failed or the context is closed.");
 }

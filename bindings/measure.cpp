@@ -143,13 +143,15 @@ struct DiT : Probe<WAN::WanRunner> {
 
     ggml_cgraph* build_measure_graph(const sd::Tensor<float>& x_tensor, const sd::Tensor<float>& timesteps_tensor,
                                      const sd::Tensor<float>& context_tensor, const sd::Tensor<float>& clip_fea_tensor,
-                                     const sd::Tensor<float>& c_concat_tensor, size_t tensor_ceiling) {
+                                     const sd::Tensor<float>& c_concat_tensor,
+                                     const sd::Tensor<float>& vace_context_tensor, size_t tensor_ceiling) {
         ggml_cgraph* gf        = new_graph_custom(WAN::WAN_GRAPH_SIZE);
         ggml_tensor* x         = make_input(x_tensor);
         ggml_tensor* timesteps = make_input(timesteps_tensor);
         ggml_tensor* context   = make_optional_input(context_tensor);
         ggml_tensor* clip_fea  = make_optional_input(clip_fea_tensor);
         ggml_tensor* c_concat  = make_optional_input(c_concat_tensor);
+        ggml_tensor* vace      = make_optional_input(vace_context_tensor);
 
         auto [pt, ph, pw] = wan_params.patch_size;
         int64_t pos_len   = ((x->ne[2] + pt / 2) / pt) * ((x->ne[1] + ph / 2) / ph) * ((x->ne[0] + pw / 2) / pw);
@@ -157,7 +159,7 @@ struct DiT : Probe<WAN::WanRunner> {
         if (c_concat != nullptr) x = ggml_concat(compute_ctx, x, c_concat, 3);
         auto runner_ctx           = get_context();
         runner_ctx.tensor_ceiling = tensor_ceiling;  // the target device's, as a real run registers it
-        ggml_tensor* out = wan.forward(&runner_ctx, x, timesteps, context, pe, clip_fea, nullptr, nullptr, 1.f);
+        ggml_tensor* out = wan.forward(&runner_ctx, x, timesteps, context, pe, clip_fea, nullptr, vace, 1.f);
         ggml_build_forward_expand(gf, out);
         return gf;
     }
@@ -247,7 +249,7 @@ public:
 
     Measured dit_graph(bool high_noise, const std::vector<int64_t>& x, const std::vector<int64_t>& context,
                        const std::vector<int64_t>& clip_fea, const std::vector<int64_t>& c_concat,
-                       int64_t timesteps, bool flash_attention, size_t alignment, size_t max_size,
+                       const std::vector<int64_t>& vace_context, int64_t timesteps, bool flash_attention, size_t alignment, size_t max_size,
                        size_t tensor_ceiling) {
         MeasureBufferType mb(alignment, max_size);
         DiT& r = dit(high_noise);
@@ -255,7 +257,8 @@ public:
         auto xt = zeros(x), ts = zeros({timesteps}), ctx = zeros(context);
         sd::Tensor<float> clip = clip_fea.empty() ? sd::Tensor<float>() : zeros(clip_fea);
         sd::Tensor<float> cc   = c_concat.empty() ? sd::Tensor<float>() : zeros(c_concat);
-        return r.graph([&]() { return r.build_measure_graph(xt, ts, ctx, clip, cc, tensor_ceiling); }, mb);
+        sd::Tensor<float> vace = vace_context.empty() ? sd::Tensor<float>() : zeros(vace_context);
+        return r.graph([&]() { return r.build_measure_graph(xt, ts, ctx, clip, cc, vace, tensor_ceiling); }, mb);
     }
 
     Measured vae_graph(bool decode, const std::vector<int64_t>& input, bool flash_attention, size_t alignment,
@@ -358,16 +361,18 @@ void register_measure(py::module_& m) {
              py::arg("component"), py::arg("alignment"), py::arg("max_size"))
         .def("dit_graph",
              [](Session& s, bool high_noise, const Shape& x, const Shape& context, const Shape& clip_fea,
-                const Shape& c_concat, int64_t timesteps, bool flash_attention, size_t alignment, size_t max_size,
+                const Shape& c_concat, const Shape& vace_context, int64_t timesteps, bool flash_attention, size_t alignment, size_t max_size,
                 size_t tensor_ceiling) {
                  return as_record(measuring([&] {
-                     return s.dit_graph(high_noise, x, context, clip_fea, c_concat, timesteps, flash_attention,
+                     return s.dit_graph(high_noise, x, context, clip_fea, c_concat, vace_context, timesteps,
+                                        flash_attention,
                                         alignment, max_size, tensor_ceiling);
                  }));
              },
              py::arg("high_noise"), py::arg("x"), py::arg("context"), py::arg("clip_fea"), py::arg("c_concat"),
-             py::arg("timesteps"), py::arg("flash_attention"), py::arg("alignment"), py::arg("max_size"),
+             py::arg("vace_context"), py::arg("timesteps"), py::arg("flash_attention"), py::arg("alignment"), py::arg("max_size"),
              py::arg("tensor_ceiling") = 0,
+             "vace_context: a VACE DiT's control context ([] for none). "
              "tensor_ceiling: the device's largest single tensor (0: none), as a real run registers it with "
              "set_tensor_ceiling; the DiT's feed-forward block is chunked above it (patch 0007).")
         .def("vae_graph",

@@ -27,6 +27,8 @@ PARAMS = {
     "wan2.2-t2v-a14b": 14.288e9, "wan2.2-i2v-a14b": 14.289e9, "wan2.1-i2v-14b": 16.395e9,
     "wan2.1-flf2v-14b": 16.396e9, "wan2.1-vae": 126.9e6, "wan2.2-vae": 704.7e6, "umt5-xxl": 5.681e9,
     "clip-vision-h": 632.1e6,
+    # VACE: Comfy-Org's wan2.1_vace_1.3B_fp16 (4.31 GB) and wan2.1_vace_14B_fp16 (34.7 GB), 2 bytes a parameter
+    "wan2.1-vace-1.3b": 2.154e9, "wan2.1-vace-14b": 17.338e9, "wan2.2-vace-fun-a14b": 17.338e9,
 }
 
 

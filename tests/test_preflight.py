@@ -39,6 +39,10 @@ GRID = [
     # direct convolutions: the VAE's graphs without im2col (encode too, through the init image)
     ("wan2.1-t2v-1.3b", 64, 48, 9, False, False, None, False, True),
     ("wan2.2-ti2v-5b", 32, 32, 5, False, False, None, True, True),
+    # VACE: the control video encoded (grey without one), the VACE context into the DiT; with a reference
+    # image, its encode and one more latent frame sampled
+    ("wan2.1-vace-1.3b", 48, 32, 9, False, False, None, False, False),
+    ("wan2.1-vace-1.3b", 32, 32, 5, True, False, None, True, False),
 ]
 
 
@@ -53,11 +57,12 @@ def test_predicted_buffers_equal_what_sdcpp_allocates(variant, width, height, fr
                                  n_threads=2, vae_conv_direct=direct)
     with pipe:
         init = np.full((height, width, 3), 128, np.uint8) if image else None
+        images = {"reference_image" if pipe.family.vace else "init_image": init}
         load_lines = list(lines)
         lines.clear()
         with _logging.observe(lambda source, level, text: lines.append(text)):
             pipe.generate_video("x", width=width, height=height, num_frames=frames, steps=1, seed=1,
-                                progress=False, tile_size=tile, init_image=init)
+                                progress=False, tile_size=tile, **images)
     report = wanpy.preflight(models.diffusion_model, vae=models.vae, width=width, height=height, num_frames=frames,
                              flash_attention=fa, vae_tiling=tiling, tile_size=tile, init_image=image,
                              vae_conv_direct=direct)

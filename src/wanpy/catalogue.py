@@ -66,7 +66,7 @@ class DitShape:
     out_dim: int
     image_embedding: bool = False  # Wan2.1 I2V / FLF2V: img_emb + k_img/v_img (CLIP vision input)
     flf_pos_embed: bool = False  # Wan2.1 FLF2V: img_emb.emb_pos (two CLIP images)
-    vace: bool = False
+    vace_blocks: int = 0  # VACE: blocks that read the control video, added after every (layers / vace) block
     text_dim: int = 4096  # umt5-xxl
     freq_dim: int = 256
     patch_size: tuple[int, int, int] = (1, 2, 2)
@@ -81,6 +81,17 @@ class DitShape:
     def vae(self) -> VaeShape:
         """The VAE whose latents this DiT denoises."""
         return next(v for v in VAES.values() if v.z_dim == self.out_dim)
+
+    @property
+    def vace(self) -> bool:
+        """A VACE DiT: it takes a control video (and optionally a reference image)."""
+        return self.vace_blocks > 0
+
+    @property
+    def vace_in_dim(self) -> int:
+        """The VACE context's channels (src/wan.hpp ``vace_in_dim``): the control video's two VAE
+        encodings (inactive, reactive) and the mask folded to latent resolution."""
+        return 2 * self.vae.z_dim + self.vae.spatial_scale ** 2
 
     @property
     def image_as_first_latent(self) -> bool:
@@ -120,10 +131,10 @@ class DitShape:
 DITS: dict[str, DitShape] = {d.sdcpp_name: d for d in (
     DitShape(30, 1536, 8960, 16, 16, key="wan2.1-t2v-1.3b", sdcpp_name="Wan2.1-T2V-1.3B"),
     DitShape(30, 1536, 8960, 36, 16, image_embedding=True, key="wan2.1-i2v-1.3b", sdcpp_name="Wan2.1-I2V-1.3B"),
-    DitShape(30, 1536, 8960, 16, 16, vace=True, key="wan2.1-vace-1.3b", sdcpp_name="Wan2.1-VACE-1.3B"),
+    DitShape(30, 1536, 8960, 16, 16, vace_blocks=15, key="wan2.1-vace-1.3b", sdcpp_name="Wan2.1-VACE-1.3B"),
     DitShape(30, 3072, 14336, 48, 48, key="wan2.2-ti2v-5b", sdcpp_name="Wan2.2-TI2V-5B"),
     DitShape(40, 5120, 13824, 16, 16, key="wan2.x-t2v-14b", sdcpp_name="Wan2.x-T2V-14B"),
-    DitShape(40, 5120, 13824, 16, 16, vace=True, key="wan2.x-vace-14b", sdcpp_name="Wan2.x-VACE-14B"),
+    DitShape(40, 5120, 13824, 16, 16, vace_blocks=8, key="wan2.x-vace-14b", sdcpp_name="Wan2.x-VACE-14B"),
     DitShape(40, 5120, 13824, 36, 16, key="wan2.2-i2v-14b", sdcpp_name="Wan2.2-I2V-14B"),  # each Wan2.2 I2V-A14B expert
     DitShape(40, 5120, 13824, 36, 16, image_embedding=True, key="wan2.1-i2v-14b", sdcpp_name="Wan2.1-I2V-14B"),
     DitShape(40, 5120, 13824, 36, 16, image_embedding=True, flf_pos_embed=True, key="wan2.1-flf2v-14b", sdcpp_name="Wan2.1-FLF2V-14B"),
@@ -217,6 +228,11 @@ class WanFamily:
     def needs_clip_vision(self) -> bool:
         return self.dit.clip_images > 0
 
+    @property
+    def vace(self) -> bool:
+        """Takes ``control_video``, ``vace_strength`` and a ``reference_image`` (Wan VACE)."""
+        return self.dit.vace
+
     def __str__(self) -> str:
         return self.name
 
@@ -239,6 +255,13 @@ FAMILIES: dict[str, WanFamily] = {f.name: f for f in (
             high_noise_cfg_scale=4.0, moe_boundary=0.875),
     _family("wan2.2-i2v-a14b", "Wan2.2-I2V-14B", "init", 1280, 720, 81, 16, 40, 3.5, 5.0, two_experts=True,
             high_noise_cfg_scale=3.5, moe_boundary=0.900),
+    # Wan2.1 generate.py: VACE samples 50 steps with shift 16
+    _family("wan2.1-vace-1.3b", "Wan2.1-VACE-1.3B", "none", 832, 480, 81, 16, 50, 5.0, 16.0),
+    _family("wan2.1-vace-14b", "Wan2.x-VACE-14B", "none", 1280, 720, 81, 16, 50, 5.0, 16.0),
+    # Wan2.2-VACE-Fun-A14B (VideoX-Fun): both experts carry VACE blocks; it publishes no generate.py
+    # of Wan's, so the defaults are those of Wan2.2 T2V-A14B, which it extends
+    _family("wan2.2-vace-fun-a14b", "Wan2.x-VACE-14B", "none", 1280, 720, 81, 16, 40, 3.0, 12.0, two_experts=True,
+            high_noise_cfg_scale=4.0, moe_boundary=0.875),
 )}
 
 # Preset names that are not family names: a 40-block T2V DiT is Wan2.1-T2V-14B or either

@@ -84,7 +84,7 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
 _REQUEST_OPTIONS = ("fps", "steps", "cfg_scale", "flow_shift", "seed", "sample_method", "scheduler",
                     "high_noise_steps", "high_noise_cfg_scale", "high_noise_sample_method", "high_noise_scheduler",
                     "moe_boundary", "negative_prompt", "init_image", "end_image", "align", "tile_size", "preview",
-                    "preview_every", "interpolate")
+                    "preview_every", "interpolate", "control_video", "vace_strength", "reference_image")
 
 
 def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:

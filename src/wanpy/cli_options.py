@@ -142,7 +142,7 @@ def _add_preflight(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--text-encoder", help="a umt5-xxl file or the preset umt5-xxl[:dtype]")
     p.add_argument("--high-noise-diffusion-model", help="Wan2.2 A14B's high-noise expert")
     p.add_argument("--clip-vision", help="CLIP ViT-H, for Wan2.1 I2V/FLF2V")
-    p.add_argument("--init-image", action="store_true", help="an init image goes in")
+    p.add_argument("--init-image", action="store_true", help="an init image (VACE: a reference image) goes in")
     p.add_argument("--end-image", action="store_true", help="an end image goes in")
     p.add_argument("--preview", choices=("proj", "vae"), help="the generation's preview mode")
     _memory_options(p)
@@ -192,6 +192,10 @@ def _add_generate(sub: Any, common: argparse.ArgumentParser) -> None:
     _sampling_options(p)
     p.add_argument("--init-image", help="the first frame (I2V, TI2V, FLF2V)")
     p.add_argument("--end-image", help="the last frame (FLF2V)")
+    p.add_argument("--control-video", metavar="FILE",
+                   help="VACE: the video that steers the generation, exactly --frames frames of --size")
+    p.add_argument("--vace-strength", type=float, help="VACE: how strongly the control video steers (default 1.0)")
+    p.add_argument("--reference-image", metavar="FILE", help="VACE: an image whose subject or style the video takes")
     p.add_argument("--lora", type=parse_lora, action="append", default=[], metavar="PATH[:MULTIPLIER]",
                    help="a LoRA (repeatable; multiplier 1.0 by default)")
     p.add_argument("--high-noise-lora", type=parse_lora, action="append", default=[], metavar="PATH[:MULTIPLIER]",

@@ -303,6 +303,8 @@ def _identify_dit(h: ModelHeader, p: str, components: tuple[str, ...]) -> ModelK
         if missing:
             problems.append(f"blocks {missing[:5]}{'...' if len(missing) > 5 else ''} are missing "
                             f"(sd.cpp expects blocks 0..{scan.blocks - 1})")
+        if shape.vace:
+            problems.extend(_vace_problems(t, p, scan))
     families = tuple(f.name for f in families_of(shape)) if shape is not None else ()
     return ModelKind(
         "dit", name=shape.sdcpp_name if shape is not None else None, family=families[0] if families else None,
@@ -311,6 +313,27 @@ def _identify_dit(h: ModelHeader, p: str, components: tuple[str, ...]) -> ModelK
         has_image_embedding=scan.has_img_emb, vace_blocks=scan.vace_blocks, problems=tuple(problems),
         dim=values.dim, ffn_dim=values.ffn_dim, num_heads=values.num_heads, in_channels=values.in_channels,
         out_channels=values.out_channels)
+
+
+def _vace_problems(t: dict[str, TensorInfo], p: str, scan: _DitScan) -> list[str]:
+    """What would crash sd.cpp's VACE DiT: WanRunner adds VACE block n after every
+    (blocks // vace_blocks)-th block and reads vace_blocks.n without checking that it exists."""
+    n = scan.vace_blocks
+    if n > scan.blocks:
+        return [f"{n} VACE blocks for {scan.blocks} blocks: sd.cpp's VACE layer mapping steps by "
+                f"{scan.blocks} // {n} = 0 and never ends"]
+    problems = []
+    mapped = len(range(0, scan.blocks, scan.blocks // n))
+    if mapped > n:
+        problems.append(f"{n} VACE blocks for {scan.blocks} blocks: sd.cpp maps {mapped} VACE blocks (one every "
+                        f"{scan.blocks // n} blocks) and would crash reading vace_blocks.{n}")
+    missing = [i for i in range(n) if p + f"vace_blocks.{i}.self_attn.q.weight" not in t]
+    if missing:
+        problems.append(f"vace_blocks {missing[:5]}{'...' if len(missing) > 5 else ''} are missing "
+                        f"(sd.cpp expects vace_blocks 0..{n - 1})")
+    if p + "vace_patch_embedding.weight" not in t:
+        problems.append("vace_patch_embedding.weight is missing (sd.cpp's VACE DiT needs it)")
+    return problems
 
 
 def _block_count_names() -> list[str]:

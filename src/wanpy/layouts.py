@@ -69,7 +69,7 @@ _BIAS_SCALE = 0.01
 
 
 # The DiT shapes the model kit and the pre-flight presets write, by catalogue key.
-DIT_CONFIGS: dict[str, DitShape] = {d.key: d for d in DITS.values() if not d.vace}
+DIT_CONFIGS: dict[str, DitShape] = {d.key: d for d in DITS.values()}
 
 
 class _Builder:
@@ -115,21 +115,7 @@ def dit_layout(config: DitShape, dtype: str) -> list[TensorSpec]:
     b.linear("time_embedding.2", c.dim, c.dim, ggml_type="F16" if quantized else None)
     b.linear("time_projection.1", c.dim, 6 * c.dim)
     for i in range(c.num_layers):
-        p = f"blocks.{i}."
-        b.add(p + "modulation", (1, 6, c.dim), "F32", "uniform", _lecun(c.dim))
-        for attn in ("self_attn", "cross_attn"):
-            for proj in ("q", "k", "v", "o"):
-                b.linear(f"{p}{attn}.{proj}", c.dim, c.dim)
-            b.norm(f"{p}{attn}.norm_q", c.dim)
-            b.norm(f"{p}{attn}.norm_k", c.dim)
-            if attn == "self_attn":
-                b.norm(p + "norm3", c.dim, bias=True)  # cross_attn_norm=True: affine LayerNorm
-            elif c.image_embedding:
-                b.linear(p + "cross_attn.k_img", c.dim, c.dim)
-                b.linear(p + "cross_attn.v_img", c.dim, c.dim)
-                b.norm(p + "cross_attn.norm_k_img", c.dim)
-        b.linear(p + "ffn.0", c.dim, c.ffn_dim)
-        b.linear(p + "ffn.2", c.ffn_dim, c.dim)
+        _dit_block(b, f"blocks.{i}.", c)
     b.add("head.modulation", (1, 2, c.dim), "F32", "uniform", _lecun(c.dim))
     b.linear("head.head", c.dim, c.out_dim * math.prod(c.patch_size))
     if c.image_embedding:
@@ -139,7 +125,35 @@ def dit_layout(config: DitShape, dtype: str) -> list[TensorSpec]:
         b.linear("img_emb.proj.1", 1280, 1280)
         b.linear("img_emb.proj.3", 1280, c.dim)
         b.norm("img_emb.proj.4", c.dim, bias=True)
+    # VACE (src/wan.hpp VaceWanAttentionBlock): a block of the same shape, the first with
+    # before_proj, each with after_proj, and the control video's patch embedding
+    for i in range(c.vace_blocks):
+        p = f"vace_blocks.{i}."
+        _dit_block(b, p, c)
+        if i == 0:
+            b.linear(p + "before_proj", c.dim, c.dim)
+        b.linear(p + "after_proj", c.dim, c.dim)
+    if c.vace_blocks:
+        b.conv("vace_patch_embedding", c.vace_in_dim, c.dim, c.patch_size)
     return b.specs
+
+
+def _dit_block(b: _Builder, p: str, c: DitShape) -> None:
+    """One transformer block's tensors (``blocks.N.`` or ``vace_blocks.N.``)."""
+    b.add(p + "modulation", (1, 6, c.dim), "F32", "uniform", _lecun(c.dim))
+    for attn in ("self_attn", "cross_attn"):
+        for proj in ("q", "k", "v", "o"):
+            b.linear(f"{p}{attn}.{proj}", c.dim, c.dim)
+        b.norm(f"{p}{attn}.norm_q", c.dim)
+        b.norm(f"{p}{attn}.norm_k", c.dim)
+        if attn == "self_attn":
+            b.norm(p + "norm3", c.dim, bias=True)  # cross_attn_norm=True: affine LayerNorm
+        elif c.image_embedding:
+            b.linear(p + "cross_attn.k_img", c.dim, c.dim)
+            b.linear(p + "cross_attn.v_img", c.dim, c.dim)
+            b.norm(p + "cross_attn.norm_k_img", c.dim)
+    b.linear(p + "ffn.0", c.dim, c.ffn_dim)
+    b.linear(p + "ffn.2", c.ffn_dim, c.dim)
 
 
 # --- VAE (src/wan.hpp WanVAE, Encoder3d, Decoder3d; Wan's vae.py / vae2_2.py) ---------------

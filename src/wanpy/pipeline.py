@@ -388,7 +388,9 @@ class WanPipeline:
                         prompt=r.prompt, negative_prompt=r.negative_prompt, width=r.width, height=r.height,
                         num_frames=r.num_frames, steps=r.steps, cfg_scale=r.cfg_scale, flow_shift=r.flow_shift,
                         sample_method=r.sample_method, scheduler=r.scheduler, seed=r.seed, strength=1.0,
-                        init_image=r.init_image, end_image=r.end_image,
+                        init_image=r.init_image if r.reference_image is None else r.reference_image,
+                        end_image=r.end_image, control_frames=r.control_video,
+                        vace_strength=1.0 if r.vace_strength is None else r.vace_strength,
                         high_noise_steps=0 if hn is None else -1 if hn.steps is None else hn.steps,
                         high_noise_cfg_scale=r.cfg_scale if hn is None else hn.cfg_scale,
                         high_noise_sample_method=r.sample_method if hn is None else hn.sample_method,
@@ -436,9 +438,10 @@ def check_previews(request: GenerationRequest, callback: Any) -> None:
 
 
 def _request_memory(request: GenerationRequest | None) -> dict[str, Any]:
-    """What a request changes in the pre-flight: images in, VAE tiling and its tiles."""
+    """What a request changes in the pre-flight: images in (a VACE reference image reaches sd.cpp as
+    its init image), VAE tiling and its tiles."""
     if request is None:
         return {}
-    return {"init_image": request.init_image is not None, "end_image": request.end_image is not None,
+    return {"init_image": request.init_image is not None or request.reference_image is not None, "end_image": request.end_image is not None,
             "vae_tiling": request.vae_tiling, "tile_size": request.tile_size, "tile_overlap": request.tile_overlap,
             "preview": request.preview}

@@ -25,10 +25,12 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from wanpy.errors import EncodeError
 from wanpy.paths import check_input_file, printable
 
-__all__ = ["VideoInfo", "ffmpeg_exe", "ffmpeg_path_arg", "probe_video"]
+__all__ = ["VideoInfo", "ffmpeg_exe", "ffmpeg_path_arg", "probe_video", "read_frames"]
 
 logger = logging.getLogger("wanpy")
 
@@ -172,6 +174,23 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     return VideoInfo(path=p, frame_count=frame_count, fps=fps, width=width, height=height,
                      codec=video.group(1), duration=float(frame_count / fps),
                      container_duration=container_duration, metadata=_container_tags(real))
+
+
+def read_frames(path: str | os.PathLike[str], *, max_frames: int | None = None) -> np.ndarray:
+    """Every frame of ``path``'s first video stream as RGB uint8 (T, H, W, 3), decoded by ffmpeg
+    (honouring the colour tags). Raises as ``probe_video`` does, and ``ValueError`` when the
+    video has more than ``max_frames`` frames (nothing is cut: the caller names what it needs)."""
+    info = probe_video(path)
+    if max_frames is not None and info.frame_count > max_frames:
+        raise ValueError(f"{printable(info.path)} has {info.frame_count} frames; at most {max_frames} are used")
+    real = check_input_file("path", path, what="video file")
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", ffmpeg_path_arg(real), "-map", "0:v:0",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    frame_bytes = info.width * info.height * 3
+    if result.returncode != 0 or len(result.stdout) != info.frame_count * frame_bytes:
+        raise _unreadable(printable(info.path), result.stderr.decode("utf-8", "replace"), result.returncode)
+    return np.frombuffer(result.stdout, np.uint8).reshape(info.frame_count, info.height, info.width, 3).copy()
 
 
 def _container_tags(real: str) -> dict[str, str]:

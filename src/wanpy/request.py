@@ -20,12 +20,12 @@ import numpy as np
 
 from wanpy import _core
 from wanpy.cache import StepCache, check_cache
-from wanpy.catalogue import DEFAULT_SAMPLE_METHOD, DEFAULT_SCHEDULER, WanFamily
+from wanpy.catalogue import DEFAULT_SAMPLE_METHOD, DEFAULT_SCHEDULER, FAMILIES, WanFamily
 from wanpy.catalogue import family as find_family
 from wanpy.memory.fit import FIT_MODES, FitMode
 from wanpy.validation import (
     MAX_TILE_OVERLAP, Align, check_bool, check_file, check_float, check_fps, check_int, check_num_frames,
-    check_preview, check_seed, check_size, check_text, check_tiles, frames_for_duration, load_image,
+    check_preview, check_seed, check_size, check_text, check_tiles, frames_for_duration, load_image, load_video,
 )
 
 if TYPE_CHECKING:
@@ -71,7 +71,11 @@ class RequestOptions(TypedDict, total=False):
     ``interpolate``: a higher fps the video is brought to by motion-compensated frame
     interpolation after decoding (``Video.interpolate``). ``cache``: a step cache
     (``wanpy.StepCache`` or a mode name: "easycache", "dbcache", "taylorseer", "cache-dit",
-    "spectrum") that replaces model evaluations; ``Video.cached_evaluations`` says how many."""
+    "spectrum") that replaces model evaluations; ``Video.cached_evaluations`` says how many.
+    ``control_video`` (Wan VACE only): the frames that steer the video (pose, depth, edges, a video
+    to restyle), a ``Video``, a uint8 (T, H, W, 3) array or a video file, with exactly
+    ``num_frames`` frames of ``width`` x ``height``; ``vace_strength`` scales its effect (sd.cpp's
+    default 1.0); ``reference_image`` (VACE): an image whose subject or style the video takes."""
 
     negative_prompt: str
     width: int | None
@@ -106,6 +110,9 @@ class RequestOptions(TypedDict, total=False):
     preview_noisy: bool
     interpolate: float | Fraction | None
     cache: StepCache | str | None
+    control_video: Any
+    vace_strength: float | None
+    reference_image: Any
 
 
 OPTION_NAMES = frozenset(RequestOptions.__optional_keys__)
@@ -165,6 +172,10 @@ class GenerationRequest:
     preview_noisy: bool = False
     interpolate: Fraction | None = None
     cache: StepCache | None = None
+    control_video: np.ndarray | None = field(default=None, repr=False, compare=False)
+    control_video_source: str | None = None
+    vace_strength: float | None = None
+    reference_image: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable record: fps as a string ("16", "30000/1001"), images as their
@@ -184,6 +195,9 @@ class GenerationRequest:
             out.update(preview_every=self.preview_every, preview_noisy=self.preview_noisy)
         if self.interpolate is not None:
             out["interpolate"] = str(self.interpolate)
+        if self.family.vace:
+            out.update(control_video=self.control_video_source, vace_strength=self.vace_strength,
+                       reference_image=None if self.reference_image is None else "given")
         if self.high_noise is not None:
             hn = self.high_noise
             out.update(moe_boundary=hn.moe_boundary, high_noise_steps="auto" if hn.steps is None else hn.steps,
@@ -238,7 +252,10 @@ def build_request(family: str | WanFamily, prompt: str, *,
     if fit == "auto" and not preflight:
         raise ValueError("fit='auto' chooses settings from the pre-flight: it cannot run with preflight=False")
     preview, preview_every, preview_noisy = _previews(options, steps)
+    control, control_source, vace_strength, reference = _vace(fam, options, *shape[:3])
     return GenerationRequest(
+        control_video=control, control_video_source=control_source, vace_strength=vace_strength,
+        reference_image=reference,
         interpolate=_interpolate(o("interpolate"), shape[3], shape[2]), preview=preview, preview_every=preview_every,
         preview_noisy=preview_noisy, cache=check_cache(o("cache")), family=fam, prompt=prompt,
         negative_prompt=negative_prompt, width=shape[0], height=shape[1],
@@ -260,6 +277,29 @@ def _previews(options: Mapping[str, Any], steps: int) -> tuple[str | None, int, 
         return None, 1, False
     every = check_int("preview_every", options.get("preview_every", 1), minimum=1, maximum=steps)
     return preview, every, check_bool("preview_noisy", options.get("preview_noisy", False))
+
+
+_VACE_OPTIONS = ("control_video", "vace_strength", "reference_image")
+
+
+def _vace(fam: WanFamily, options: Mapping[str, Any], width: int, height: int,
+          num_frames: int) -> tuple[np.ndarray | None, str | None, float | None, np.ndarray | None]:
+    """A VACE request's control video (and where it came from), strength and reference image."""
+    o = options.get
+    if not fam.vace:
+        given = [k for k in _VACE_OPTIONS if o(k) is not None]
+        if given:
+            vace = ", ".join(f.name for f in FAMILIES.values() if f.vace)
+            raise ValueError(f"{', '.join(given)}: Wan VACE models only ({vace}); {fam.name} takes no control video")
+        return None, None, None, None
+    strength = check_float("vace_strength", _given(o("vace_strength"), 1.0), minimum=0, maximum=10)
+    control, source = (None, None) if o("control_video") is None else load_video(
+        "control_video", o("control_video"), num_frames=num_frames, width=width, height=height)
+    reference = None if o("reference_image") is None else load_image("reference_image", o("reference_image"))
+    if reference is not None and reference.shape[:2] != (height, width):
+        raise ValueError(f"reference_image is {reference.shape[1]}x{reference.shape[0]} but the video is "
+                         f"{width}x{height}: resize it first (wanpy does not resize silently)")
+    return control, source, strength, reference
 
 
 def _interpolate(new_fps: Any, fps: Fraction, num_frames: int) -> Fraction | None:
@@ -347,6 +387,9 @@ def _images(fam: WanFamily, w: int, h: int, init_image: Any, end_image: Any,
     if init is not None and source is None:
         source = "given"
     end = None if end_image is None else load_image("end_image", end_image)
+    if fam.vace and (init is not None or end is not None):
+        raise ValueError(f"{fam.name} takes no init_image/end_image/continue_from: a VACE model is steered by "
+                         "control_video, and takes an image as reference_image")
     if fam.images == "none" and (init is not None or end is not None):
         raise ValueError(f"{fam.name} is text-to-video: it takes no init_image/end_image/continue_from")
     if fam.images in ("optional", "init") and end is not None:

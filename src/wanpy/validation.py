@@ -304,3 +304,42 @@ def _read_image(name: str, path: str | os.PathLike[str]) -> np.ndarray:
     except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
         # PIL decodes lazily: a truncated or corrupt file fails here, in convert()
         raise ValueError(f"{name}: cannot decode the image {where!r} ({exc}): is the file complete?") from None
+
+
+def load_video(name: str, video: Any, *, num_frames: int, width: int,
+               height: int) -> tuple[np.ndarray, str]:
+    """A ``wanpy.Video``, a uint8 (T, H, W, 3) array or a video file (decoded by ffmpeg) -> a
+    C-contiguous (T, H, W, 3) uint8 array of exactly ``num_frames`` frames of ``width`` x ``height``,
+    and where it came from ("Video", "array" or the file's path). Nothing is cut, padded or resized:
+    a mismatch is a ValueError naming what was given and what the video needs."""
+    from wanpy.video import Video
+
+    if isinstance(video, Video):
+        array, source = video.frames, "Video"
+    elif isinstance(video, np.ndarray):
+        array, source = video, "array"
+    elif isinstance(video, (str, os.PathLike)):
+        from wanpy.probe import probe_video, read_frames
+
+        info = probe_video(video)  # the count and size first: a wrong file is never decoded whole
+        _check_video_shape(name, (info.frame_count, info.height, info.width), num_frames, width, height)
+        array, source = read_frames(video), os.fspath(video)
+    else:
+        raise TypeError(f"{name} must be a wanpy.Video, a uint8 (T, H, W, 3) numpy array or a video file path, "
+                        f"got {type(video).__name__}")
+    if array.dtype != np.uint8:
+        raise ValueError(f"{name}: array dtype must be uint8, got {array.dtype}")
+    if array.ndim != 4 or array.shape[3] != 3:
+        raise ValueError(f"{name}: array must be (T, H, W, 3) RGB frames, got shape {array.shape}")
+    _check_video_shape(name, array.shape[:3], num_frames, width, height)
+    return np.ascontiguousarray(array), source
+
+
+def _check_video_shape(name: str, shape: tuple[int, ...], num_frames: int, width: int, height: int) -> None:
+    frames, h, w = shape
+    if frames != num_frames:
+        raise ValueError(f"{name} has {frames} frames but the video has {num_frames} (num_frames): give exactly "
+                         f"one control frame per frame (wanpy does not cut or pad)")
+    if (w, h) != (width, height):
+        raise ValueError(f"{name} is {w}x{h} but the video is {width}x{height}: resize it first "
+                         "(wanpy does not resize silently)")

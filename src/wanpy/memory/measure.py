@@ -212,20 +212,33 @@ def _graphs(s: Any, cfg: Config, t: Target, dit: DitShape, weights_only: bool) -
     elif dit.image_as_first_latent and cfg.init_image:
         # the image is encoded alone, as the first latent frame
         graphs.append(_Graph("VAE encode", "vae", _vae(s, False, cfg, t, cfg.width, cfg.height, 1, dit)))
+    elif dit.vace:
+        # VACE: the reference image alone, then the control video (grey where none is given) twice,
+        # as its inactive and reactive parts; one encode's buffer at a time
+        if cfg.init_image:
+            graphs.append(_Graph("VAE encode (reference image)", "vae",
+                                 _vae(s, False, cfg, t, cfg.width, cfg.height, 1, dit)))
+        graphs.append(_Graph("VAE encode", "vae", _vae(s, False, cfg, t, cfg.width, cfg.height, cfg.num_frames,
+                                                       dit)))
     w, h, t_lat = cfg.width // scale, cfg.height // scale, (cfg.num_frames - 1) // 4 + 1
+    # the VACE reference image's latent frame is sampled before the video's (and dropped before decoding)
+    t_in = t_lat + 1 if dit.vace and cfg.init_image else t_lat
     context = [dit.text_dim, TEXT_ENCODER.tokens if has_te else TEXT_ENCODER.empty_context_tokens]
     clip_fea = [CLIP_VISION.dim, CLIP_VISION.tokens * dit.clip_images] if dit.clip_images else []
     c_concat = [w, h, t_lat, dit.in_dim - dit.out_dim] if dit.encodes_whole_clip else []
-    x = [w, h, t_lat, dit.vae.z_dim]
+    x = [w, h, t_in, dit.vae.z_dim]
+    vace = [w, h, t_in, dit.vace_in_dim] if dit.vace else []
     steps_in = t_lat if dit.image_as_first_latent else 1
     ceiling = t.max_allocation or 0  # the DiT chunks its feed-forward block above it, as a real run does
     pt, ph, pw = dit.patch_size
-    tokens = t_lat // pt * (h // ph) * (w // pw)
+    tokens = t_in // pt * (h // ph) * (w // pw)
     if s.has(COMPONENTS["high_noise_diffusion_model"].graph_prefix):
         graphs.append(_Graph("high-noise sampling", "high_noise_diffusion_model",
-                             s.dit_graph(True, x, context, clip_fea, c_concat, steps_in, fa, al, ch, ceiling), tokens))
+                             s.dit_graph(True, x, context, clip_fea, c_concat, vace, steps_in, fa, al, ch, ceiling),
+                             tokens))
     graphs.append(_Graph("sampling", "diffusion_model",
-                         s.dit_graph(False, x, context, clip_fea, c_concat, steps_in, fa, al, ch, ceiling), tokens))
+                         s.dit_graph(False, x, context, clip_fea, c_concat, vace, steps_in, fa, al, ch, ceiling),
+                         tokens))
     graphs.append(_Graph("VAE decode", "vae", _vae(s, True, cfg, t, w, h, t_lat, dit)))
     return graphs
 

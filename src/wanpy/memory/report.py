@@ -19,8 +19,8 @@ __all__ = ["Allocation", "PhaseTotal", "Preflight", "refusal"]
 @dataclass(frozen=True)
 class Allocation:
     """One allocation ggml will make: ``name`` (what it is), ``phase`` (when: "load",
-    "text encoding", "clip vision", "VAE encode", "high-noise sampling", "sampling",
-    "VAE decode"), ``nbytes``. ``component`` is the model part; ``kind`` is
+    "text encoding", "clip vision", "VAE encode (reference image)" (VACE), "VAE encode",
+    "high-noise sampling", "sampling", "VAE decode"), ``nbytes``. ``component`` is the model part; ``kind`` is
     "weights buffer", "weight tensor", "compute buffer", "tensor" or "host buffer" (the
     decoded video, when host memory is what does not fit); ``shape`` (ggml
     order) and ``dtype`` describe a single tensor; ``buffer_total`` is the whole buffer

@@ -62,7 +62,8 @@ _FIELD_OF = {
               "high_noise_sample_method": "high_noise_sample_params.sample_method",
               "high_noise_scheduler": "high_noise_sample_params.scheduler",
               "vae_tiling": "vae_tiling_params.enabled", "tile_size": "vae_tiling_params.tile_size_x",
-              "tile_overlap": "vae_tiling_params.target_overlap", "cache": "cache_mode"},
+              "tile_overlap": "vae_tiling_params.target_overlap", "cache": "cache_mode",
+              "control_video": "control_frames", "reference_image": "init_image"},
 }
 
 
@@ -356,6 +357,9 @@ def create_app(pipeline_or_files: WanPipeline | Mapping[str, Any], *, results_di
 
         def build() -> GenerationRequest:  # decodes images: off the event loop
             options.update(parsed.to_options(), **extra)
+            if isinstance(parsed, SdcppVidGen) and pipe.family.vace and "init_image" in options:
+                # sd-server hands init_image to sd.cpp, whose VACE path takes it as the reference image
+                options["reference_image"] = options.pop("init_image")
             return pipe.request(parsed.prompt, **options)
 
         try:
@@ -507,7 +511,7 @@ def _capabilities(pipe: WanPipeline, max_queue: int) -> dict[str, Any]:
         defaults["moe_boundary"] = d.moe_boundary
         defaults["high_noise_sample_params"] = {"scheduler": "discrete", "sample_method": "euler",
                                                 "sample_steps": -1, "guidance": {"txt_cfg": d.high_noise_cfg_scale}}
-    features = {"init_image": fam.images != "none", "end_image": fam.images == "init_end", "control_frames": False,
+    features = {"init_image": fam.images != "none", "end_image": fam.images == "init_end", "control_frames": fam.vace,
                 "high_noise_sample_params": fam.two_experts, "lora": False, "vae_tiling": True, "cache": True,
                 "cancel_queued": True, "cancel_generating": True}
     name = Path(pipe.files["diffusion_model"] or "").name

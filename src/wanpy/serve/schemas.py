@@ -229,7 +229,7 @@ class SdcppVidGen(_Strict):
         _refuse_ignored(self)
         for name, target in (("negative_prompt", "negative_prompt"), ("width", "width"), ("height", "height"),
                              ("strength", "strength"), ("video_frames", "num_frames"), ("fps", "fps"),
-                             ("moe_boundary", "moe_boundary")):
+                             ("moe_boundary", "moe_boundary"), ("vace_strength", "vace_strength")):
             value = getattr(self, name)
             if value is not None:
                 o[target] = value
@@ -239,6 +239,13 @@ class SdcppVidGen(_Strict):
             value = getattr(self, name)
             if value is not None:
                 o[name] = decode_image(name, value)
+        if self.control_frames:
+            frames = [decode_image(f"control_frames[{i}]", f) for i, f in enumerate(self.control_frames)]
+            for i, frame in enumerate(frames):
+                if frame.shape != frames[0].shape:
+                    raise FieldError(f"control_frames[{i}]", f"is {frame.shape[1]}x{frame.shape[0]}; control_frames[0] "
+                                                             f"is {frames[0].shape[1]}x{frames[0].shape[0]}")
+            o["control_video"] = np.stack(frames)
         _sampling(o, self.sample_params, "sample_params", "")
         _sampling(o, self.high_noise_sample_params, "high_noise_sample_params", "high_noise_")
         tiles = self.vae_tiling_params
@@ -269,10 +276,6 @@ def _refuse_ignored(r: SdcppVidGen) -> None:
     checks: list[tuple[str, bool, str]] = [
         ("clip_skip", r.clip_skip not in (None, -1), "Wan's text encoder (umt5) has no CLIP layers to skip; "
                                                       "send -1 or leave it out"),
-        ("vace_strength", r.vace_strength is not None, "this server runs no VACE model (control videos are not "
-                                                       "supported yet)"),
-        ("control_frames", bool(r.control_frames), "this server runs no VACE model (control videos are not "
-                                                   "supported yet)"),
         ("lora", bool(r.lora), "this server applies no LoRA named by a request (a path from a request never "
                                "touches its filesystem)"),
         ("scm_mask", bool(r.scm_mask), "sd.cpp's cache masks act on UNet models, not on Wan"),
