@@ -16,7 +16,8 @@ const char* opt(const std::optional<std::string>& s) {
 
 Context::Context(std::optional<std::string> diffusion_model, std::optional<std::string> high_noise_diffusion_model,
                  std::optional<std::string> vae, std::optional<std::string> t5xxl,
-                 std::optional<std::string> clip_vision, int n_threads, bool vae_decode_only, bool flash_attention,
+                 std::optional<std::string> clip_vision, std::optional<std::string> tiny_vae,
+                 bool tiny_vae_preview_only, int n_threads, bool vae_decode_only, bool flash_attention,
                  bool offload_params_to_cpu, bool keep_vae_on_cpu, bool keep_clip_on_cpu, bool enable_mmap,
                  bool free_params_immediately, bool vae_conv_direct, std::optional<ProgressCallable> progress) {
     sd_ctx_params_t p;
@@ -26,6 +27,8 @@ Context::Context(std::optional<std::string> diffusion_model, std::optional<std::
     p.vae_path                        = opt(vae);
     p.t5xxl_path                      = opt(t5xxl);
     p.clip_vision_path                = opt(clip_vision);
+    p.taesd_path                      = opt(tiny_vae);
+    p.tae_preview_only                = tiny_vae_preview_only;
     p.n_threads                       = n_threads;
     p.vae_decode_only                 = vae_decode_only;
     p.free_params_immediately         = free_params_immediately;  // true: one generation, then the weights are gone
@@ -80,11 +83,13 @@ void Context::close() {
 void wanpy::register_context(py::module_& m) {
     py::class_<Context> cls(m, "Context", "Loaded model files (sd.cpp's sd_ctx_t).");
     cls.def(py::init<std::optional<std::string>, std::optional<std::string>, std::optional<std::string>,
-                     std::optional<std::string>, std::optional<std::string>, int, bool, bool, bool, bool, bool,
+                     std::optional<std::string>, std::optional<std::string>, std::optional<std::string>, bool,
+                     int, bool, bool, bool, bool, bool,
                      bool, bool, bool, std::optional<ProgressCallable>>(),
             py::kw_only(), py::arg("diffusion_model") = py::none(),
             py::arg("high_noise_diffusion_model") = py::none(), py::arg("vae") = py::none(),
-            py::arg("t5xxl") = py::none(), py::arg("clip_vision") = py::none(), py::arg("n_threads"),
+            py::arg("t5xxl") = py::none(), py::arg("clip_vision") = py::none(), py::arg("tiny_vae") = py::none(),
+            py::arg("tiny_vae_preview_only") = false, py::arg("n_threads"),
             py::arg("vae_decode_only") = false, py::arg("flash_attention") = false,
             py::arg("offload_params_to_cpu") = false, py::arg("keep_vae_on_cpu") = false,
             py::arg("keep_clip_on_cpu") = false, py::arg("enable_mmap") = false,
@@ -93,7 +98,9 @@ void wanpy::register_context(py::module_& m) {
             "Load the models (the GIL released meanwhile). free_params_immediately: sd.cpp frees each model's "
             "weights as soon as the generation is done with it (the text encoder after encoding, the DiT after "
             "sampling, the VAE after decoding), like sd-cli; the context can then generate once. enable_mmap: sd.cpp reads the weight files through mmap. "
-            "vae_conv_direct: the VAE's 2-D convolutions run as ggml_conv_2d_direct instead of im2col + matmul.")
+            "vae_conv_direct: the VAE's 2-D convolutions run as ggml_conv_2d_direct instead of im2col + matmul. "
+            "tiny_vae: a TAEHV file (taesd_path) that encodes and decodes instead of the VAE, or, with "
+            "tiny_vae_preview_only, only decodes the previews.")
         .def("close", &Context::close, py::call_guard<py::gil_scoped_release>(),
              "Free the loaded weights (after a generation running in another thread). Idempotent.");
     register_generation(m, cls);

@@ -31,7 +31,15 @@
 #include "ggml-backend-impl.h"
 #include "ggml_graph_cut.h"
 #include "model.h"
+#include "vae.hpp"
 #include "wan.hpp"
+
+// tae.hpp uses vae.hpp without including it, and defines patchify()/unpatchify() as plain
+// functions that stable-diffusion.cpp defines too: in an unnamed namespace they are this file's own
+// (its classes are only measured here, never passed to sd.cpp).
+namespace {
+#include "tae.hpp"
+}  // namespace
 
 namespace wanpy {
 namespace {
@@ -167,6 +175,7 @@ struct DiT : Probe<WAN::WanRunner> {
 using WanVAE     = Probe<WAN::WanVAERunner>;
 using TextT5     = Probe<T5Runner>;
 using ClipVision = Probe<FrozenCLIPVisionEmbedder>;
+using TinyVae    = Probe<TinyVideoAutoEncoder>;
 
 // ModelLoader with the synthetic tensors of a preset added like a file's.
 struct Loader : ModelLoader {
@@ -225,6 +234,7 @@ public:
         vae_.reset();
         t5_.reset();
         clip_vision_.reset();
+        tae_.reset();
         ggml_backend_free(backend_);
     }
 
@@ -244,6 +254,7 @@ public:
         if (component == "vae") return vae().weights(mb);
         if (component == "text_encoder") return t5().weights(mb);
         if (component == "clip_vision") return clip_vision().weights(mb);
+        if (component == "tiny_vae") return tae().weights(mb);
         throw NativeError("unknown component " + component);
     }
 
@@ -266,6 +277,15 @@ public:
         MeasureBufferType mb(alignment, max_size);
         WanVAE& r = vae();
         r.set_flash_attention_enabled(flash_attention);
+        r.set_conv2d_direct_enabled(conv_direct);
+        auto z = zeros(input);
+        return r.graph([&]() { return r.build_graph(z, decode); }, mb);
+    }
+
+    Measured tae_graph(bool decode, const std::vector<int64_t>& input, size_t alignment, size_t max_size,
+                       bool conv_direct) {
+        MeasureBufferType mb(alignment, max_size);
+        TinyVae& r = tae();
         r.set_conv2d_direct_enabled(conv_direct);
         auto z = zeros(input);
         return r.graph([&]() { return r.build_graph(z, decode); }, mb);
@@ -309,6 +329,17 @@ private:
         return *vae_;
     }
 
+    // as new_sd_ctx's create_tae builds it for Wan (its type lookups under "decoder"; video mode
+    // has the encoder too)
+    TinyVae& tae() {
+        if (!tae_) {
+            if (!has("tae.")) throw NativeError("no tiny VAE tensors");
+            tae_ = std::make_unique<TinyVae>(backend_, false, loader_.get_tensor_storage_map(), "decoder", false,
+                                             version_);
+        }
+        return *tae_;
+    }
+
     TextT5& t5() {
         if (!t5_) {
             if (!has("text_encoders.t5xxl.transformer.")) throw NativeError("no text encoder tensors");
@@ -333,6 +364,7 @@ private:
     std::unique_ptr<WanVAE> vae_;
     std::unique_ptr<TextT5> t5_;
     std::unique_ptr<ClipVision> clip_vision_;
+    std::unique_ptr<TinyVae> tae_;
 };
 
 }  // namespace
@@ -383,6 +415,14 @@ void register_measure(py::module_& m) {
              },
              py::arg("decode"), py::arg("input"), py::arg("flash_attention"), py::arg("alignment"),
              py::arg("max_size"), py::arg("conv_direct") = false)
+        .def("tae_graph",
+             [](Session& s, bool decode, const Shape& input, size_t alignment, size_t max_size, bool conv_direct) {
+                 return as_record(
+                     measuring([&] { return s.tae_graph(decode, input, alignment, max_size, conv_direct); }));
+             },
+             py::arg("decode"), py::arg("input"), py::arg("alignment"), py::arg("max_size"),
+             py::arg("conv_direct") = false, "The tiny video decoder's (TAEHV) graph: decoding latents or encoding "
+                                              "pixels.")
         .def("t5_graph",
              [](Session& s, int64_t tokens, bool flash_attention, size_t alignment, size_t max_size) {
                  return as_record(

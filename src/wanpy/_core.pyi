@@ -16,9 +16,9 @@ class Context:
     """
     Loaded model files (sd.cpp's sd_ctx_t).
     """
-    def __init__(self, *, diffusion_model: str | None = None, high_noise_diffusion_model: str | None = None, vae: str | None = None, t5xxl: str | None = None, clip_vision: str | None = None, n_threads: typing.SupportsInt | typing.SupportsIndex, vae_decode_only: bool = False, flash_attention: bool = False, offload_params_to_cpu: bool = False, keep_vae_on_cpu: bool = False, keep_clip_on_cpu: bool = False, enable_mmap: bool = False, free_params_immediately: bool = False, vae_conv_direct: bool = False, progress: collections.abc.Callable[[int, int, float], typing.Any] | None = None) -> None:
+    def __init__(self, *, diffusion_model: str | None = None, high_noise_diffusion_model: str | None = None, vae: str | None = None, t5xxl: str | None = None, clip_vision: str | None = None, tiny_vae: str | None = None, tiny_vae_preview_only: bool = False, n_threads: typing.SupportsInt | typing.SupportsIndex, vae_decode_only: bool = False, flash_attention: bool = False, offload_params_to_cpu: bool = False, keep_vae_on_cpu: bool = False, keep_clip_on_cpu: bool = False, enable_mmap: bool = False, free_params_immediately: bool = False, vae_conv_direct: bool = False, progress: collections.abc.Callable[[int, int, float], typing.Any] | None = None) -> None:
         """
-        Load the models (the GIL released meanwhile). free_params_immediately: sd.cpp frees each model's weights as soon as the generation is done with it (the text encoder after encoding, the DiT after sampling, the VAE after decoding), like sd-cli; the context can then generate once. enable_mmap: sd.cpp reads the weight files through mmap. vae_conv_direct: the VAE's 2-D convolutions run as ggml_conv_2d_direct instead of im2col + matmul.
+        Load the models (the GIL released meanwhile). free_params_immediately: sd.cpp frees each model's weights as soon as the generation is done with it (the text encoder after encoding, the DiT after sampling, the VAE after decoding), like sd-cli; the context can then generate once. enable_mmap: sd.cpp reads the weight files through mmap. vae_conv_direct: the VAE's 2-D convolutions run as ggml_conv_2d_direct instead of im2col + matmul. tiny_vae: a TAEHV file (taesd_path) that encodes and decodes instead of the VAE, or, with tiny_vae_preview_only, only decodes the previews.
         """
     def close(self) -> None:
         """
@@ -183,6 +183,10 @@ class MeasureSession:
         """
     def t5_graph(self, tokens: typing.SupportsInt | typing.SupportsIndex, flash_attention: bool, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex) -> dict[str, typing.Any]:
         ...
+    def tae_graph(self, decode: bool, input: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex, conv_direct: bool = False) -> dict[str, typing.Any]:
+        """
+        The tiny video decoder's (TAEHV) graph: decoding latents or encoding pixels.
+        """
     def vae_graph(self, decode: bool, input: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], flash_attention: bool, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex, conv_direct: bool = False) -> dict[str, typing.Any]:
         ...
     def weights(self, component: str, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex) -> dict[str, typing.Any]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
-    "CLIP_VISION", "TEXT_ENCODER", "ClipVisionShape", "TextEncoderShape", "COMPONENTS", "DITS", "FAMILIES", "PRESET_ALIASES", "VAES", "Component", "DitShape", "ImageMode",
+    "CLIP_VISION", "TEXT_ENCODER", "TINY_VAES", "TinyVaeShape", "ClipVisionShape", "TextEncoderShape", "COMPONENTS", "DITS", "FAMILIES", "PRESET_ALIASES", "VAES", "Component", "DitShape", "ImageMode",
     "PublishedDefaults", "VaeShape", "WanFamily", "DEFAULT_SAMPLE_METHOD", "DEFAULT_SCHEDULER", "dit_by_key",
     "families_of", "family", "preset_family",
 ]
@@ -50,6 +50,26 @@ class VaeShape:
 VAES: dict[str, VaeShape] = {v.name: v for v in (
     VaeShape("wan2.1-vae", "Wan2.1-VAE", "2.1", z_dim=16, spatial_scale=8, longest_decode=689),
     VaeShape("wan2.2-vae", "Wan2.2-VAE", "2.2", z_dim=48, spatial_scale=16, longest_decode=657),
+)}
+
+
+@dataclass(frozen=True)
+class TinyVaeShape:
+    """TAEHV, the tiny video autoencoder sd.cpp runs for Wan instead of a VAE (``src/tae.hpp``, the
+    ``taesd_path`` model): it reads and writes the latents of ``vae``, ``z_dim`` channels, folding
+    ``patch`` x ``patch`` pixels into channels (Wan2.2's 16x compression). ``published`` names the
+    file its authors publish (madebyollin/taehv)."""
+
+    name: str
+    vae: str  # the VaeShape whose latents it decodes
+    z_dim: int
+    patch: int
+    published: str
+
+
+TINY_VAES: dict[str, TinyVaeShape] = {t.name: t for t in (
+    TinyVaeShape("taehv-wan2.1", "wan2.1-vae", z_dim=16, patch=1, published="taew2_1.safetensors"),
+    TinyVaeShape("taehv-wan2.2", "wan2.2-vae", z_dim=48, patch=2, published="taew2_2.safetensors"),
 )}
 
 
@@ -320,4 +340,5 @@ COMPONENTS: dict[str, Component] = {c.argument: c for c in (
               ("", "text_encoders.t5xxl.transformer.")),
     Component("clip_vision", "cond_stage_model.transformer.", "cond_stage_model.transformer.",
               ("", "cond_stage_model.transformer.")),
+    Component("tiny_vae", "tae.", "tae.", ("", "tae.")),
 )}

@@ -75,7 +75,8 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
                              high_noise_diffusion_model=args.high_noise_diffusion_model,
                              clip_vision=args.clip_vision, max_allocation=args.max_allocation,
                              total_memory=args.total_memory, init_image=args.init_image, end_image=args.end_image,
-                             preview=args.preview, **_memory_kwargs(args))
+                             preview=args.preview, tiny_vae=args.tiny_vae, tiny_vae_use=args.tiny_vae_use,
+                             **_memory_kwargs(args))
     _emit(args, report)
     return 0 if report.fits else EXIT_DOES_NOT_FIT
 
@@ -115,7 +116,7 @@ def _preview_writer(args: argparse.Namespace) -> Callable[[Any], None] | None:
     """With --preview: a callback writing each preview frame to --preview-dir as PNG."""
     if args.preview is None:
         if args.preview_dir is not None:
-            raise ValueError("--preview-dir needs --preview proj|vae")
+            raise ValueError("--preview-dir needs --preview proj|vae|tae")
         return None
     folder = args.preview_dir
     if folder is None:
@@ -144,6 +145,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         high_noise_diffusion_model=args.high_noise_diffusion_model, clip_vision=args.clip_vision,
         vae_tiling=args.vae_tiling, n_threads=args.threads, fit=args.fit, callback=_preview_writer(args),
         progress=not (args.no_progress or args.quiet), mmap=args.mmap, vae_conv_direct=args.vae_conv_direct,
+        tiny_vae=args.tiny_vae, tiny_vae_use=args.tiny_vae_use,
         **_memory_kwargs(args),
         **_generation_kwargs(args))  # every value checked before loading
     path = video.save(args.output, codec=args.codec, quality=args.quality) or Path(args.output)
@@ -174,7 +176,8 @@ def _pipeline_arguments(args: argparse.Namespace) -> dict[str, Any]:
         "diffusion_model": args.diffusion_model, "vae": args.vae, "text_encoder": args.text_encoder,
         "high_noise_diffusion_model": args.high_noise_diffusion_model, "clip_vision": args.clip_vision,
         "flash_attention": args.flash_attention, "vae_tiling": args.vae_tiling, "offload_to_cpu": args.offload_to_cpu,
-        "keep_vae_on_cpu": args.keep_vae_on_cpu, "mmap": args.mmap}
+        "keep_vae_on_cpu": args.keep_vae_on_cpu, "mmap": args.mmap, "tiny_vae": args.tiny_vae,
+        "tiny_vae_use": args.tiny_vae_use}
     if args.threads is not None:
         out["n_threads"] = args.threads
     return out

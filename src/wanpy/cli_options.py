@@ -98,6 +98,14 @@ def _model_files(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae", required=True, help="the Wan VAE (2.2 for TI2V-5B, else 2.1)")
     p.add_argument("--text-encoder", help="umt5-xxl (without: an empty text context)")
     p.add_argument("--clip-vision", help="CLIP ViT-H, for Wan2.1 I2V/FLF2V")
+    _tiny_vae(p)
+
+
+def _tiny_vae(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tiny-vae", metavar="FILE", help="a TAEHV file (taew2_1 / taew2_2): encodes and decodes instead "
+                                                      "of the VAE, far faster and smaller")
+    p.add_argument("--tiny-vae-use", choices=("decode", "preview"), default="decode",
+                   help="decode: the tiny VAE replaces the VAE; preview: it decodes the previews only (--preview tae)")
 
 
 def _load_settings(p: argparse.ArgumentParser) -> None:
@@ -144,7 +152,8 @@ def _add_preflight(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-vision", help="CLIP ViT-H, for Wan2.1 I2V/FLF2V")
     p.add_argument("--init-image", action="store_true", help="an init image (VACE: a reference image) goes in")
     p.add_argument("--end-image", action="store_true", help="an end image goes in")
-    p.add_argument("--preview", choices=("proj", "vae"), help="the generation's preview mode")
+    p.add_argument("--preview", choices=("proj", "vae", "tae"), help="the generation's preview mode")
+    _tiny_vae(p)
     _memory_options(p)
     p.add_argument("--max-allocation", type=parse_bytes, help="per-allocation ceiling, e.g. 4GiB or 0xfffffffc")
     p.add_argument("--total-memory", type=parse_bytes, help="device memory, e.g. 96GiB")
@@ -214,7 +223,8 @@ def _add_generate(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="when the pre-flight says it does not fit: refuse, or choose the cheapest settings that "
                         "fit (flash attention, VAE tiling, VAE on CPU, offload; never a smaller size or fewer "
                         "frames)")
-    p.add_argument("--preview", choices=("proj", "vae"), help="write per-step previews (needs --preview-dir)")
+    p.add_argument("--preview", choices=("proj", "vae", "tae"),
+                   help="write per-step previews (needs --preview-dir; tae: with --tiny-vae)")
     p.add_argument("--preview-every", type=int, help="preview every N steps (default 1, with --preview)")
     p.add_argument("--preview-dir", type=Path, help="an existing folder for the previews: one PNG per frame")
     p.add_argument("--interpolate", type=float, metavar="FPS",

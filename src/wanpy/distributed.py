@@ -41,9 +41,9 @@ __all__ = ["BatchInterrupted", "BatchResult", "generate_batch"]
 Status = Literal["done", "failed", "cancelled"]
 
 # the files of a model set; every other key of ``models`` is a WanPipeline load setting
-MODEL_FILES = ("diffusion_model", "vae", "text_encoder", "high_noise_diffusion_model", "clip_vision")
+MODEL_FILES = ("diffusion_model", "vae", "text_encoder", "high_noise_diffusion_model", "clip_vision", "tiny_vae")
 LOAD_SETTINGS = ("flash_attention", "vae_tiling", "offload_to_cpu", "keep_vae_on_cpu", "n_threads", "device",
-                 "preflight", "mmap", "vae_conv_direct")
+                 "preflight", "mmap", "vae_conv_direct", "tiny_vae_use")
 RESOURCE_NAMES = ("CPU", "GPU")  # others are the cluster's custom resources, passed as they are
 CANCEL_WAIT_SECONDS = 300.0  # how long an interrupted batch waits for its workers' next step
 START_TIMEOUT_S = 1800.0  # how long a worker may take to be placed and load the models
@@ -161,7 +161,8 @@ def _check_models(models: Mapping[str, Any]) -> tuple[dict[str, str | None], dic
         if models.get(needed) is None:
             raise ValueError(f"models needs {needed!r}")
     files = check_model_files(models["diffusion_model"], models["vae"], models.get("text_encoder"),
-                              models.get("high_noise_diffusion_model"), models.get("clip_vision"))
+                              models.get("high_noise_diffusion_model"), models.get("clip_vision"),
+                              models.get("tiny_vae"))
     settings = {k: v for k, v in models.items() if k in LOAD_SETTINGS}
     if "device" in settings and not isinstance(settings["device"], int):
         raise TypeError("models['device'] must be a device index (each worker resolves it on its own machine)")

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from wanpy.catalogue import CLIP_VISION, COMPONENTS, DITS, TEXT_ENCODER, VAES, DitShape, families_of
+from wanpy.catalogue import CLIP_VISION, COMPONENTS, DITS, TEXT_ENCODER, TINY_VAES, VAES, DitShape, families_of
 from wanpy.headers import ModelHeader, TensorInfo, file_version, header_of_version
 
 __all__ = ["ModelKind", "accepted_prefixes", "identify", "identify_file", "sdcpp_ne"]
@@ -39,7 +39,7 @@ _CLIP_VIT_H = (_CLIP.hidden, _CLIP.num_layers, _CLIP.ffn_dim)
 class ModelKind:
     """What a model file is, as sd.cpp will see it.
 
-    ``kind`` is "dit", "vae", "text_encoder", "clip_vision" or "unknown". ``name`` is
+    ``kind`` is "dit", "vae", "text_encoder", "clip_vision", "tiny_vae" (TAEHV) or "unknown". ``name`` is
     sd.cpp's own name for it ("Wan2.1-T2V-1.3B", "Wan2.x-T2V-14B", "Wan2.1-VAE", "umt5-xxl",
     ...), None when sd.cpp would not recognise it. ``family`` is the wanpy family
     (a ``wanpy.catalogue.FAMILIES`` name) or component family ("wan2.1-vae", "wan2.2-vae",
@@ -140,6 +140,7 @@ def identify(header: ModelHeader) -> ModelKind:
         "text_encoder": _find_prefix(names, "encoder.block.0.layer.0.SelfAttention.q.weight",
                                      "enc.blk.0.attn_q.weight"),
         "clip_vision": _find_prefix(names, "vision_model.encoder.layers.0.self_attn.q_proj.weight"),
+        "tiny_vae": _find_prefix(names, "decoder.3.conv.0.weight"),
     }
     components = tuple(k for k, p in found.items() if p is not None)
     file_problems = _sdcpp_file_problems(header)
@@ -149,7 +150,7 @@ def identify(header: ModelHeader) -> ModelKind:
     prefix = found[main]
     assert prefix is not None
     identify_main = {"dit": _identify_dit, "vae": _identify_vae, "text_encoder": _identify_text_encoder,
-                     "clip_vision": _identify_clip_vision}[main]
+                     "clip_vision": _identify_clip_vision, "tiny_vae": _identify_tiny_vae}[main]
     kind = identify_main(header, prefix, components)
     if file_problems:
         kind = dataclasses.replace(kind, problems=file_problems + kind.problems)
@@ -494,3 +495,31 @@ def _identify_clip_vision(h: ModelHeader, p: str, components: tuple[str, ...]) -
     return ModelKind("clip_vision", name=name, family=family, families=(family,) if family else (), prefix=p,
                      components=components, blocks=layers, dim=hidden, ffn_dim=ffn,
                      num_heads=_CLIP.num_heads if name else None, problems=tuple(problems))
+
+
+def _identify_tiny_vae(h: ModelHeader, p: str, components: tuple[str, ...]) -> ModelKind:
+    """TAEHV (``wanpy.catalogue.TINY_VAES``): its latent channels (``decoder.1``'s input) and pixel
+    channels (``decoder.22``'s output: 3, or 12 with Wan2.2's 2x2 patches) tell Wan2.1's from Wan2.2's."""
+    from wanpy.layouts import taehv_layout
+
+    t = h.tensors
+    problems: list[str] = []
+    if p not in accepted_prefixes("tiny_vae"):
+        problems.append(f"tensor names start with {p!r}; sd.cpp expects TAEHV names with no prefix")
+    first, last = t.get(p + "decoder.1.weight"), t.get(p + "decoder.22.weight")
+    z_dim = first.shape[1] if first is not None and len(first.shape) == 4 else None
+    pixels = last.shape[0] if last is not None and len(last.shape) == 4 else None
+    tiny = next((v for v in TINY_VAES.values() if (v.z_dim, 3 * v.patch ** 2) == (z_dim, pixels)), None)
+    if tiny is None:
+        known = " or ".join(f"{v.z_dim} latent and {3 * v.patch ** 2} pixel channels ({v.name})"
+                            for v in TINY_VAES.values())
+        problems.append(f"a TAEHV of {z_dim} latent and {pixels} pixel channels; sd.cpp runs {known}")
+    else:
+        missing = [s.name for s in taehv_layout(tiny.name) if p + s.name not in t]
+        if missing:
+            problems.append(f"{len(missing)} TAEHV tensors are missing (e.g. {missing[0]}); sd.cpp's video mode "
+                            "builds the encoder and the decoder")
+    has_encoder = p + "encoder.0.weight" in t
+    return ModelKind("tiny_vae", name=tiny.name if tiny else None, family=tiny.name if tiny else None,
+                     families=(tiny.name,) if tiny else (), prefix=p, components=components, z_dim=z_dim,
+                     has_encoder=has_encoder, problems=tuple(problems))

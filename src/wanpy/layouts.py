@@ -25,11 +25,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from wanpy.catalogue import CLIP_VISION, DITS, TEXT_ENCODER, DitShape
+from wanpy.catalogue import CLIP_VISION, DITS, TEXT_ENCODER, TINY_VAES, DitShape
 
 __all__ = [
     "TensorSpec", "DitShape", "DIT_CONFIGS", "QUANTIZED", "GGML_NAMES",
-    "dit_layout", "vae_layout", "umt5_xxl_layout", "clip_vision_h_layout",
+    "dit_layout", "vae_layout", "umt5_xxl_layout", "clip_vision_h_layout", "taehv_layout",
 ]
 
 # wanpy dtype name -> ggml type name
@@ -309,4 +309,51 @@ def clip_vision_h_layout() -> list[TensorSpec]:
         b.norm(p + "layer_norm2", hidden, bias=True)
     b.norm("vision_model.post_layernorm", hidden, bias=True)
     b.linear("visual_projection", hidden, proj, bias=False)
+    return b.specs
+
+
+# --- TAEHV, the tiny video autoencoder (src/tae.hpp TinyVideoEncoder / TinyVideoDecoder) ---------------
+
+def _mem_block(b: _Builder, p: str, channels: int) -> None:
+    """MemBlock(c, c): three 3x3 convolutions over the frame and its predecessor (2c in)."""
+    b.conv(p + "conv.0", 2 * channels, channels, (3, 3))
+    b.conv(p + "conv.2", channels, channels, (3, 3))
+    b.conv(p + "conv.4", channels, channels, (3, 3))
+
+
+def taehv_layout(name: str = "taehv-wan2.1") -> list[TensorSpec]:
+    """A TAEHV (``wanpy.catalogue.TINY_VAES``): encoder and decoder as madebyollin/taehv's
+    ``taew2_1.safetensors`` names them (``decoder.3.conv.0.weight``, ...), the indices of the
+    PyTorch ``nn.Sequential`` (activations and resampling take an index and no tensor); sd.cpp
+    makes every convolution weight F16 and every bias F32."""
+    if name not in TINY_VAES:
+        raise ValueError(f"unknown tiny VAE {name!r}; known: {', '.join(TINY_VAES)}")
+    t = TINY_VAES[name]
+    pixels = 3 * t.patch * t.patch
+    b = _Builder("f16")
+    hidden = 64
+    b.conv("encoder.0", pixels, hidden, (3, 3))  # 1: ReLU
+    index = 2
+    for i in range(3):
+        stride = 1 if i == 2 else 2
+        b.conv(f"encoder.{index}.conv", hidden * stride, hidden, (1, 1), bias=False)  # TPool
+        b.conv(f"encoder.{index + 1}", hidden, hidden, (3, 3), bias=False)  # stride 2
+        index += 2
+        for _ in range(3):
+            _mem_block(b, f"encoder.{index}.", hidden)
+            index += 1
+    b.conv(f"encoder.{index}", hidden, t.z_dim, (3, 3))
+    channels = (256, 128, 64, 64)
+    b.conv("decoder.1", t.z_dim, channels[0], (3, 3))  # 0: clamp, 2: ReLU
+    index = 3
+    for i in range(3):
+        c, stride = channels[i], 1 if i == 0 else 2
+        for _ in range(3):
+            _mem_block(b, f"decoder.{index}.", c)
+            index += 1
+        index += 1  # Upsample
+        b.conv(f"decoder.{index}.conv", c, c * stride, (1, 1), bias=False)  # TGrow
+        b.conv(f"decoder.{index + 1}", c, channels[i + 1], (3, 3), bias=False)
+        index += 2
+    b.conv(f"decoder.{index + 1}", channels[3], pixels, (3, 3))  # index: ReLU
     return b.specs

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from wanpy.catalogue import FAMILIES, WanFamily
+from wanpy.catalogue import FAMILIES, TINY_VAES, WanFamily
 from wanpy.catalogue import family as find_family
 from wanpy.errors import ModelFileError
 from wanpy.validation import check_file
@@ -20,10 +20,11 @@ PathArg = str | os.PathLike[str]
 
 def check_model_files(diffusion_model: PathArg, vae: PathArg, text_encoder: PathArg | None = None,
                       high_noise_diffusion_model: PathArg | None = None,
-                      clip_vision: PathArg | None = None) -> ModelFiles:
+                      clip_vision: PathArg | None = None, tiny_vae: PathArg | None = None) -> ModelFiles:
     """Each given path as a readable regular file (resolved), None where not given."""
     given: dict[str, Any] = {"diffusion_model": diffusion_model, "vae": vae, "text_encoder": text_encoder,
-                             "high_noise_diffusion_model": high_noise_diffusion_model, "clip_vision": clip_vision}
+                             "high_noise_diffusion_model": high_noise_diffusion_model, "clip_vision": clip_vision,
+                             "tiny_vae": tiny_vae}
     return {k: None if v is None and k not in ("diffusion_model", "vae") else check_file(k, v)
             for k, v in given.items()}
 
@@ -76,11 +77,15 @@ def family_of_files(files: ModelFiles) -> WanFamily:
     if vae.has_encoder is False:
         raise ModelFileError(f"vae: {vae_path!r} has no encoder weights; sd.cpp's video mode needs the whole Wan VAE "
                              "(encoder and decoder)", path=vae_path)
-    for slot in ("text_encoder", "clip_vision"):
-        path = files[slot]
+    for slot in ("text_encoder", "clip_vision", "tiny_vae"):
+        path = files.get(slot)
         if path is not None:
             got = _identify(path, slot)
             if got.kind != slot or got.problems:
                 raise ModelFileError(f"{slot}: {path!r} reads as: {got}", path=path)
+            if slot == "tiny_vae" and TINY_VAES[got.name or ""].vae != fam.vae.name:
+                raise ModelFileError(f"tiny_vae: {path!r} is {got.name}, which decodes the "
+                                     f"{TINY_VAES[got.name or ''].vae}'s latents; {fam.name} makes the "
+                                     f"{fam.vae.name}'s", path=path)
     return fam
 

@@ -19,7 +19,7 @@ from wanpy.pipeline import LOAD_SETTINGS, WanPipeline, check_diffusion_conv_dire
 from wanpy.progress import Progress
 from wanpy.request import RequestOptions, build_request, check_options
 from wanpy.system import Device
-from wanpy.validation import check_bool, check_parse_stack
+from wanpy.validation import check_bool, check_parse_stack, check_tiny_vae_use
 from wanpy.video import Video
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ def generate_video(prompt: str, *, diffusion_model: PathArg, vae: PathArg, text_
                    flash_attention: bool = False, offload_to_cpu: bool = False, keep_vae_on_cpu: bool = False,
                    n_threads: int | None = None, device: Device | int | None = None, mmap: bool = False,
                    vae_conv_direct: bool = False, diffusion_conv_direct: bool = False,
+                   tiny_vae: PathArg | None = None, tiny_vae_use: str = "decode",
                    output: str | os.PathLike[str] | None = None, progress: bool = True,
                    callback: Callable[[Progress], Any] | None = None,
                    **options: Unpack[RequestOptions]) -> Video:
@@ -53,15 +54,16 @@ def generate_video(prompt: str, *, diffusion_model: PathArg, vae: PathArg, text_
     from wanpy.encode import check_output
 
     check_options(options, "generate_video")
-    files = check_model_files(diffusion_model, vae, text_encoder, high_noise_diffusion_model, clip_vision)
+    files = check_model_files(diffusion_model, vae, text_encoder, high_noise_diffusion_model, clip_vision, tiny_vae)
     settings = {"flash_attention": check_bool("flash_attention", flash_attention),
                 "offload_to_cpu": check_bool("offload_to_cpu", offload_to_cpu),
                 "keep_vae_on_cpu": check_bool("keep_vae_on_cpu", keep_vae_on_cpu)}
     fixed = {"mmap": check_bool("mmap", mmap), "vae_conv_direct": check_bool("vae_conv_direct", vae_conv_direct)}
+    use = check_tiny_vae_use(tiny_vae_use)
     check_diffusion_conv_direct(diffusion_conv_direct)
     check_bool("progress", progress)
     request = build_request(family_of_files(files), prompt, model_files=files, **options)
-    check_previews(request, callback)
+    check_previews(request, callback, tiny_vae=files["tiny_vae"])
     check_parse_stack(request.prompt, request.negative_prompt)
     if output is not None:
         # a missing or unwritable place, or a rate the container cannot keep, fails now, not after the generation
@@ -75,16 +77,19 @@ def generate_video(prompt: str, *, diffusion_model: PathArg, vae: PathArg, text_
                             vae_tiling=request.vae_tiling, tile_size=request.tile_size,
                             tile_overlap=request.tile_overlap, device=device, text_encoder=files["text_encoder"],
                             vae=files["vae"], high_noise_diffusion_model=files["high_noise_diffusion_model"],
-                            clip_vision=files["clip_vision"], init_image=request.init_image is not None,
+                            clip_vision=files["clip_vision"],
+                            init_image=request.init_image is not None or request.reference_image is not None,
                             end_image=request.end_image is not None, flash_attention=settings["flash_attention"],
                             offload_to_cpu=settings["offload_to_cpu"], keep_vae_on_cpu=settings["keep_vae_on_cpu"],
-                            preview=request.preview, vae_conv_direct=fixed["vae_conv_direct"])
+                            preview=request.preview, vae_conv_direct=fixed["vae_conv_direct"],
+                            tiny_vae=files["tiny_vae"], tiny_vae_use=use)
         settings.update({k: choice.settings[k] for k in LOAD_SETTINGS})
         request = dataclasses.replace(request, fit="strict", vae_tiling=choice.settings["vae_tiling"],
                                       tile_size=choice.settings["tile_size"])
     with _OneShotPipeline(dit_path, vae, files["text_encoder"], files["high_noise_diffusion_model"],
                           files["clip_vision"], vae_tiling=request.vae_tiling, n_threads=n_threads, device=device,
-                          preflight=request.preflight, progress=progress, **settings, **fixed) as pipe:
+                          preflight=request.preflight, progress=progress, tiny_vae=files["tiny_vae"],
+                          tiny_vae_use=use, **settings, **fixed) as pipe:
         video = pipe.generate_video(request, progress=progress, callback=callback)
     video = dataclasses.replace(video, timings=dataclasses.replace(video.timings, load=pipe.load_seconds))
     if choice is not None:

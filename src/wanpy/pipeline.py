@@ -27,7 +27,7 @@ from wanpy.native_lock import native
 from wanpy.progress import GenerationMonitor, LoadingBar, Progress
 from wanpy.request import GenerationRequest, RequestOptions, build_request, check_loras, check_options
 from wanpy.system import Device, backend_warnings, devices, resolve_device
-from wanpy.validation import check_bool, check_int, check_parse_stack
+from wanpy.validation import check_bool, check_int, check_parse_stack, check_tiny_vae_use
 from wanpy.video import Video
 
 if TYPE_CHECKING:
@@ -66,6 +66,11 @@ class WanPipeline:
             decode buffer: BENCHMARKS.md). The pre-flight measures the VAE's graphs with it.
         diffusion_conv_direct: sd.cpp's direct convolutions in the diffusion model; it applies
             them to UNet models only (Wan's DiT has no 2-D convolution), so True is refused.
+        tiny_vae: a TAEHV file (the tiny video autoencoder, madebyollin/taehv's ``taew2_1`` for
+            the Wan2.1 VAE's latents, ``taew2_2`` for Wan2.2 TI2V-5B's): it encodes and decodes
+            instead of the VAE (far less memory and time; the VAE's weights are then not loaded).
+        tiny_vae_use: "decode" (the default, as above) or "preview": the VAE decodes the video and
+            the tiny VAE only the previews (``preview="tae"``).
         n_threads: CPU threads (default: physical cores).
         device: a ``wanpy.Device`` or its index (default: the first GPU, else the CPU).
         preflight: check that the weights fit the device before loading them.
@@ -79,11 +84,16 @@ class WanPipeline:
                  flash_attention: bool = False, vae_tiling: bool = False, offload_to_cpu: bool = False,
                  keep_vae_on_cpu: bool = False, n_threads: int | None = None, device: Device | int | None = None,
                  preflight: bool = True, progress: bool = True, mmap: bool = False, vae_conv_direct: bool = False,
-                 diffusion_conv_direct: bool = False) -> None:
+                 diffusion_conv_direct: bool = False, tiny_vae: PathArg | None = None,
+                 tiny_vae_use: str = "decode") -> None:
         self._ctx: _core.Context | None = None
         self._stops: set[threading.Event] = set()  # one per generation running or waiting: cancel() sets them
         self._stops_lock = threading.Lock()
-        self.files = check_model_files(diffusion_model, vae, text_encoder, high_noise_diffusion_model, clip_vision)
+        self.files = check_model_files(diffusion_model, vae, text_encoder, high_noise_diffusion_model, clip_vision,
+                                       tiny_vae)
+        self.tiny_vae_use = check_tiny_vae_use(tiny_vae_use)
+        if self.tiny_vae_use == "preview" and self.files["tiny_vae"] is None:
+            raise ValueError("tiny_vae_use='preview' needs tiny_vae=PATH (a TAEHV file) to decode the previews with")
         self.flash_attention = check_bool("flash_attention", flash_attention)
         self.vae_tiling = check_bool("vae_tiling", vae_tiling)
         self.offload_to_cpu = check_bool("offload_to_cpu", offload_to_cpu)
@@ -122,7 +132,7 @@ class WanPipeline:
                 "high_noise_diffusion_model": f["high_noise_diffusion_model"], "clip_vision": f["clip_vision"],
                 "flash_attention": self.flash_attention, "offload_to_cpu": self.offload_to_cpu,
                 "keep_vae_on_cpu": self.keep_vae_on_cpu, "device": self.device,
-                "vae_conv_direct": self.vae_conv_direct}
+                "vae_conv_direct": self.vae_conv_direct, "tiny_vae": f["tiny_vae"], "tiny_vae_use": self.tiny_vae_use}
 
     def check_fits(self, request: GenerationRequest) -> Preflight:
         """``request``'s pre-flight on this pipeline's device, without generating (a service refusing
@@ -205,7 +215,8 @@ class WanPipeline:
             with _logging.observe(on_log):
                 return _core.Context(
                     diffusion_model=f["diffusion_model"], high_noise_diffusion_model=f["high_noise_diffusion_model"],
-                    vae=f["vae"], t5xxl=f["text_encoder"], clip_vision=f["clip_vision"], n_threads=self.n_threads,
+                    vae=f["vae"], t5xxl=f["text_encoder"], clip_vision=f["clip_vision"], tiny_vae=f["tiny_vae"],
+                    tiny_vae_preview_only=self.tiny_vae_use == "preview", n_threads=self.n_threads,
                     vae_decode_only=False,  # video mode needs the VAE encoder (and I2V encodes images)
                     flash_attention=self.flash_attention, offload_params_to_cpu=self.offload_to_cpu,
                     keep_vae_on_cpu=self.keep_vae_on_cpu, keep_clip_on_cpu=False, enable_mmap=self.mmap,
@@ -295,7 +306,7 @@ class WanPipeline:
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         request = self._own_request(prompt, options)
-        check_previews(request, callback)
+        check_previews(request, callback, tiny_vae=self.files["tiny_vae"])
         return request, bars
 
     def cancel(self) -> None:
@@ -365,6 +376,7 @@ class WanPipeline:
         return {**request.to_dict(), **record, "flash_attention": self.flash_attention,
                 "offload_to_cpu": self.offload_to_cpu, "keep_vae_on_cpu": self.keep_vae_on_cpu,
                 "mmap": self.mmap, "vae_conv_direct": self.vae_conv_direct, "n_threads": self.n_threads,
+                "tiny_vae_use": None if self.files["tiny_vae"] is None else self.tiny_vae_use,
                 "device": self.device.name, "backend": _core.BACKEND,
                 "model_files": dict(self.files)}
 
@@ -432,9 +444,15 @@ def check_diffusion_conv_direct(value: Any) -> None:
                          "vae_conv_direct=True applies them to the Wan VAE")
 
 
-def check_previews(request: GenerationRequest, callback: Any) -> None:
+def check_previews(request: GenerationRequest, callback: Any, *, tiny_vae: str | None) -> None:
     if request.preview is not None and callback is None:
         raise ValueError(f"preview={request.preview!r} delivers frames to callback= (Progress.preview): pass one")
+    if request.preview == "tae" and tiny_vae is None:
+        raise ValueError("preview='tae' decodes with the pipeline's tiny VAE: load one (tiny_vae=PATH, a TAEHV file), "
+                         "or use preview='vae' or 'proj'")
+    if request.preview == "vae" and tiny_vae is not None:
+        raise ValueError("preview='vae': with a tiny VAE loaded sd.cpp decodes every preview with it, not with the "
+                         "VAE: ask for preview='tae'")
 
 
 def _request_memory(request: GenerationRequest | None) -> dict[str, Any]:

@@ -66,8 +66,8 @@ class RequestOptions(TypedDict, total=False):
     Wan2.2 A14B only. ``tile_size`` (latent pixels) needs ``vae_tiling``. ``fit="auto"``:
     the cheapest memory settings that fit; ``preflight=False`` skips the memory check.
     ``preview`` ("proj": the latents projected to RGB, at latent resolution; "vae": decoded,
-    at full resolution) delivers ``Progress.preview`` frames to the callback every
-    ``preview_every`` steps (of the denoised latents; ``preview_noisy``: the noisy ones).
+    at full resolution; "tae": decoded by the pipeline's ``tiny_vae``) delivers ``Progress.preview``
+    frames to the callback every ``preview_every`` steps (of the denoised latents; ``preview_noisy``: the noisy ones).
     ``interpolate``: a higher fps the video is brought to by motion-compensated frame
     interpolation after decoding (``Video.interpolate``). ``cache``: a step cache
     (``wanpy.StepCache`` or a mode name: "easycache", "dbcache", "taylorseer", "cache-dit",
@@ -105,7 +105,7 @@ class RequestOptions(TypedDict, total=False):
     tile_overlap: float
     preflight: bool
     fit: FitMode
-    preview: Literal["proj", "vae"] | None
+    preview: Literal["proj", "vae", "tae"] | None
     preview_every: int
     preview_noisy: bool
     interpolate: float | Fraction | None
@@ -119,7 +119,8 @@ OPTION_NAMES = frozenset(RequestOptions.__optional_keys__)
 # pipeline settings fixed when the weights load: a misplaced one is named as such
 LOAD_SETTINGS = frozenset({"flash_attention", "offload_to_cpu", "keep_vae_on_cpu", "n_threads", "device",
                            "diffusion_model", "vae", "text_encoder", "high_noise_diffusion_model",
-                           "clip_vision", "mmap", "vae_conv_direct", "diffusion_conv_direct"})
+                           "clip_vision", "mmap", "vae_conv_direct", "diffusion_conv_direct", "tiny_vae",
+                           "tiny_vae_use"})
 
 
 def check_options(options: Mapping[str, Any], where: str) -> None:

@@ -216,19 +216,24 @@ def check_tiles(tile_size: Any, tile_overlap: Any, *, vae_tiling: bool, width: i
     return (out[0], out[1]), overlap
 
 
-# sd.cpp's preview modes wanpy runs: a linear projection of the latents to RGB (cheap, at latent
-# resolution) or a VAE decode (full resolution, a decode per preview)
-PREVIEW_MODES = ("proj", "vae")
+# sd.cpp's preview modes: a linear projection of the latents to RGB (cheap, at latent resolution), a
+# VAE decode (full resolution, a decode per preview) or the tiny decoder's (a pipeline's tiny_vae)
+PREVIEW_MODES = ("proj", "vae", "tae")
+TINY_VAE_USES = ("decode", "preview")
 
 
 def check_preview(preview: Any) -> str | None:
-    """None or a preview mode; "tae" (sd.cpp's tiny decoder) needs a model file wanpy cannot load yet."""
+    """None or a preview mode ("tae" needs a pipeline with a tiny_vae: the pipeline checks that)."""
     if preview is None or preview in PREVIEW_MODES:
         return preview  # type: ignore[no-any-return]
-    if preview == "tae":
-        raise ValueError("preview='tae' needs a tiny video decoder (TAEHV) file, which wanpy does not load yet: "
-                         f"use one of {', '.join(map(repr, PREVIEW_MODES))}")
     raise ValueError(f"preview must be None or one of {', '.join(map(repr, PREVIEW_MODES))}, got {preview!r}")
+
+
+def check_tiny_vae_use(use: Any) -> str:
+    """What a tiny VAE is loaded for: "decode" (instead of the VAE) or "preview" (previews only)."""
+    if use not in TINY_VAE_USES:
+        raise ValueError(f"tiny_vae_use must be one of {', '.join(map(repr, TINY_VAE_USES))}, got {use!r}")
+    return use  # type: ignore[no-any-return]
 
 
 def check_seed(seed: Any) -> int | None:

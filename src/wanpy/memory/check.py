@@ -20,7 +20,7 @@ from wanpy.memory.suggest import suggest as suggestions_for
 from wanpy.memory.target import Target, target
 from wanpy.system import Device
 from wanpy.units import format_bytes
-from wanpy.validation import check_num_frames, check_preview, check_size, check_tiles
+from wanpy.validation import check_num_frames, check_preview, check_size, check_tiles, check_tiny_vae_use
 
 __all__ = ["Prepared", "build_report", "check_flags", "prepare", "preflight"]
 
@@ -48,7 +48,8 @@ def preflight(model: PathArg, *, width: int, height: int, num_frames: int,
               clip_vision: PathArg | None = None, init_image: bool = False,
               end_image: bool = False, tile_size: tuple[int, int] | None = None, tile_overlap: float = 0.5,
               preview: str | None = None, suggest: bool = True, weights_only: bool = False,
-              vae_conv_direct: bool = False) -> Preflight:
+              vae_conv_direct: bool = False, tiny_vae: PathArg | None = None,
+              tiny_vae_use: str = "decode") -> Preflight:
     """What a generation will allocate, and whether it fits, before loading anything.
 
     Args:
@@ -68,9 +69,11 @@ def preflight(model: PathArg, *, width: int, height: int, num_frames: int,
         clip_vision: CLIP ViT-H file for Wan2.1 I2V/FLF2V (presets bring their own).
         init_image, end_image: whether images go in (adds VAE encode / CLIP vision phases).
         tile_size, tile_overlap: VAE tile size in latent pixels (default: sd.cpp's 32).
-        preview: the generation's preview mode: "vae" decodes inside each previewed sampling
-            step, so that phase holds the DiT's and the VAE's compute buffers at once.
+        preview: the generation's preview mode: "vae" (and "tae") decodes inside each previewed
+            sampling step, so that phase holds the DiT's and the decoder's compute buffers at once.
         vae_conv_direct: as for ``WanPipeline`` (the VAE's graphs with direct convolutions).
+        tiny_vae, tiny_vae_use: as for ``WanPipeline``: a TAEHV file that encodes and decodes
+            instead of the VAE ("decode") or decodes the previews only ("preview").
         suggest: compute ``suggestions`` (alternatives re-measured to fit).
         weights_only: only the weights and the load phase (what a pipeline checks before
             loading; the size arguments are then only used for validation).
@@ -86,7 +89,7 @@ def preflight(model: PathArg, *, width: int, height: int, num_frames: int,
         offload_to_cpu=offload_to_cpu, keep_vae_on_cpu=keep_vae_on_cpu, device=device,
         max_allocation=max_allocation, total_memory=total_memory, clip_vision=clip_vision,
         init_image=init_image, end_image=end_image, tile_size=tile_size, tile_overlap=tile_overlap,
-        preview=preview, vae_conv_direct=vae_conv_direct)
+        preview=preview, vae_conv_direct=vae_conv_direct, tiny_vae=tiny_vae, tiny_vae_use=tiny_vae_use)
     return build_report(p, p.config, started, suggest=suggest, weights_only=weights_only)
 
 
@@ -103,12 +106,15 @@ def prepare(model: PathArg, *, width: int, height: int, num_frames: int, flash_a
             max_allocation: int | str | None, total_memory: int | str | None, clip_vision: PathArg | None,
             init_image: bool, end_image: bool, tile_size: tuple[int, int] | None,
             tile_overlap: float, tiling_may_follow: bool = False, preview: str | None = None,
-            vae_conv_direct: bool = False) -> Prepared:
+            vae_conv_direct: bool = False, tiny_vae: PathArg | None = None,
+            tiny_vae_use: str = "decode") -> Prepared:
     """The validated request, its measuring session and its target device."""
     check_flags(flash_attention=flash_attention, vae_tiling=vae_tiling, offload_to_cpu=offload_to_cpu,
                 keep_vae_on_cpu=keep_vae_on_cpu, init_image=init_image, end_image=end_image,
                 vae_conv_direct=vae_conv_direct)
-    src = sources(model, vae=vae, text_encoder=text_encoder, high_noise=high_noise, clip_vision=clip_vision)
+    use = check_tiny_vae_use(tiny_vae_use)
+    src = sources(model, vae=vae, text_encoder=text_encoder, high_noise=high_noise, clip_vision=clip_vision,
+                  tiny_vae=tiny_vae)
     s = session(src)
     dit = DITS[s.dit_desc(False)]
     num_frames = check_num_frames(num_frames, maximum=dit.longest_clip)
@@ -116,7 +122,8 @@ def prepare(model: PathArg, *, width: int, height: int, num_frames: int, flash_a
     tile_size, tile_overlap = check_tiles(tile_size, tile_overlap, vae_tiling=vae_tiling, width=width, height=height,
                                           spatial_scale=dit.vae.spatial_scale, tiling_may_follow=tiling_may_follow)
     cfg = Config(width, height, num_frames, flash_attention, vae_tiling, offload_to_cpu, keep_vae_on_cpu,
-                 init_image, end_image, tile_size, tile_overlap, check_preview(preview) == "vae", vae_conv_direct)
+                 init_image, end_image, tile_size, tile_overlap, check_preview(preview) in ("vae", "tae"),
+                 vae_conv_direct, None if tiny_vae is None else use)
     return Prepared(s, cfg, target(device, max_allocation, total_memory), src.label, dit.size_multiple)
 
 

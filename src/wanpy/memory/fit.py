@@ -56,7 +56,8 @@ def choose_fit(model: PathArg, *, width: int, height: int, num_frames: int,
                clip_vision: PathArg | None = None, device: Device | int | None = None,
                max_allocation: int | str | None = None, total_memory: int | str | None = None,
                init_image: bool = False, end_image: bool = False, preview: str | None = None,
-               vae_conv_direct: bool = False) -> FitChoice:
+               vae_conv_direct: bool = False, tiny_vae: PathArg | None = None,
+               tiny_vae_use: str = "decode") -> FitChoice:
     """The cheapest settings under which the request fits (what ``fit="auto"`` uses).
 
     Takes ``preflight``'s arguments. Settings already on stay on; size and frames are never
@@ -70,7 +71,8 @@ def choose_fit(model: PathArg, *, width: int, height: int, num_frames: int,
         offload_to_cpu=offload_to_cpu, keep_vae_on_cpu=keep_vae_on_cpu, device=device,
         max_allocation=max_allocation, total_memory=total_memory, clip_vision=clip_vision,
         init_image=init_image, end_image=end_image, tile_size=tile_size, tile_overlap=tile_overlap,
-        tiling_may_follow=True, preview=preview, vae_conv_direct=vae_conv_direct)
+        tiling_may_follow=True, preview=preview, vae_conv_direct=vae_conv_direct, tiny_vae=tiny_vae,
+        tiny_vae_use=tiny_vae_use)
     search = choose(p.session, p.config, p.target)
     if search.chosen is None:
         raise refusal(build_report(p, p.config, started, suggest=True))

@@ -40,6 +40,7 @@ class Config:
     tile_overlap: float
     preview_vae: bool = False  # VAE previews decode while the DiT samples: both compute buffers at once
     vae_conv_direct: bool = False  # the VAE's Conv2d as ggml_conv_2d_direct (no im2col buffers)
+    tiny_vae: str | None = None  # a TAEHV's use: "decode" (instead of the VAE) or "preview" (previews only)
 
 
 @dataclass(frozen=True)
@@ -106,12 +107,15 @@ def _shape(ne: Any) -> str:
     return "[" + ", ".join(str(int(d)) for d in ne) + "]"
 
 
-def _components(s: Any, dit: DitShape) -> list[str]:
-    """The components whose weights are loaded, in the order sd.cpp loads them."""
+def _components(s: Any, dit: DitShape, cfg: Config) -> list[str]:
+    """The components whose weights are loaded, in the order sd.cpp loads them (a tiny VAE that
+    decodes replaces the VAE, whose weights sd.cpp then skips)."""
     out = ["diffusion_model"]
     if s.has(COMPONENTS["high_noise_diffusion_model"].graph_prefix):
         out.append("high_noise_diffusion_model")
-    out.append("vae")
+    out.append("tiny_vae" if cfg.tiny_vae == "decode" else "vae")
+    if cfg.tiny_vae == "preview":
+        out.append("tiny_vae")
     if s.has(COMPONENTS["text_encoder"].graph_prefix):
         out.append("text_encoder")
     if dit.clip_images:
@@ -138,9 +142,9 @@ def measure(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Measu
     """Every allocation and phase total of ``cfg`` on ``t`` (``weights_only``: the load phase)."""
     desc = s.dit_desc(False)
     dit = DITS[desc]
-    allocs = _weights(s, _components(s, dit), t)
+    allocs = _weights(s, _components(s, dit, cfg), t)
     weights = {a.component: a.buffer_total for a in allocs if a.kind == "weights buffer"}
-    on_host = {"vae"} if cfg.keep_vae_on_cpu and not t.is_cpu else set()
+    on_host = {"vae", "tiny_vae"} if cfg.keep_vae_on_cpu and not t.is_cpu else set()  # sd.cpp's VAE backend
     allocs = [dataclasses.replace(a, on_device=False) if a.component in on_host else a for a in allocs]
     resident = 0 if cfg.offload_to_cpu else sum(v for k, v in weights.items() if k not in on_host)
     host_weights = sum(weights.values()) - resident
@@ -149,15 +153,15 @@ def measure(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Measu
     if not weights_only and video > system.host_memory():
         # sd.cpp cannot hold the decoded video on this machine; measuring the graphs would itself
         # allocate (zero-filled) latents of the request's size, tens of GB at the largest sizes
-        allocs.append(Allocation("decoded video, f32 and uint8 (host memory)", "VAE decode", video, "vae",
-                                 "host buffer", on_device=False))
+        allocs.append(Allocation("decoded video, f32 and uint8 (host memory)", "VAE decode", video,
+                                 _first_stage(cfg), "host buffer", on_device=False))
         problem = (f"the decoded video needs {format_bytes(video)} of host memory (sd.cpp holds it as f32, then "
                    f"as uint8); this machine has {format_bytes(system.host_memory())}")
         return Measurement(tuple(allocs), (load,), desc, problem)
 
     phases = [load]
     graphs = _graphs(s, cfg, t, dit, weights_only)
-    previews = sum(int(g.measured["total"]) for g in graphs if g.phase == "VAE decode") if cfg.preview_vae else 0
+    previews = _preview_buffer(s, cfg, t, dit, graphs)
     for g in graphs:
         total, largest = int(g.measured["total"]), int(g.measured["largest"])
         dev = g.component not in on_host
@@ -169,10 +173,33 @@ def measure(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Measu
                                  dev))
         device, host = _phase_memory(g, total, weights, on_host, cfg.offload_to_cpu)
         if previews and g.phase.endswith("sampling"):  # a VAE preview decodes inside the step
-            preview = _phase_memory(_Graph(g.phase, "vae", {}), previews, weights, on_host, cfg.offload_to_cpu)
+            preview = _phase_memory(_Graph(g.phase, _preview_decoder(cfg), {}), previews, weights, on_host,
+                                    cfg.offload_to_cpu)
             device, host = device + preview[0], host + preview[1]
         phases.append(PhaseTotal(g.phase, resident + device, host_weights + host))
     return Measurement(tuple(allocs), tuple(phases), desc)
+
+
+def _first_stage(cfg: Config) -> str:
+    """The component that encodes and decodes: the VAE, or a tiny VAE used instead."""
+    return "tiny_vae" if cfg.tiny_vae == "decode" else "vae"
+
+
+def _preview_decoder(cfg: Config) -> str:
+    """The component that decodes previews: a tiny VAE loaded for them, else the one that decodes."""
+    return "tiny_vae" if cfg.tiny_vae == "preview" else _first_stage(cfg)
+
+
+def _preview_buffer(s: Any, cfg: Config, t: Target, dit: DitShape, graphs: list[_Graph]) -> int:
+    """The compute buffer a decoded preview adds to a sampling step (0 without decoded previews)."""
+    if not cfg.preview_vae:
+        return 0
+    decode = [g for g in graphs if g.phase == "VAE decode"]
+    if cfg.tiny_vae != "preview":
+        return sum(int(g.measured["total"]) for g in decode)
+    scale = dit.vae.spatial_scale
+    w, h, t_lat = cfg.width // scale, cfg.height // scale, (cfg.num_frames - 1) // 4 + 1
+    return int(_vae(s, True, cfg, t, w, h, t_lat, dit, tiny=True)["total"])
 
 
 def _chunked(g: _Graph, dit: DitShape) -> str:
@@ -207,18 +234,18 @@ def _graphs(s: Any, cfg: Config, t: Target, dit: DitShape, weights_only: bool) -
     scale = dit.vae.spatial_scale
     if dit.encodes_whole_clip:
         # sd.cpp encodes the whole conditioning video (start/end frames, grey elsewhere)
-        graphs.append(_Graph("VAE encode", "vae", _vae(s, False, cfg, t, cfg.width, cfg.height, cfg.num_frames,
+        graphs.append(_Graph("VAE encode", _first_stage(cfg), _vae(s, False, cfg, t, cfg.width, cfg.height, cfg.num_frames,
                                                        dit)))
     elif dit.image_as_first_latent and cfg.init_image:
         # the image is encoded alone, as the first latent frame
-        graphs.append(_Graph("VAE encode", "vae", _vae(s, False, cfg, t, cfg.width, cfg.height, 1, dit)))
+        graphs.append(_Graph("VAE encode", _first_stage(cfg), _vae(s, False, cfg, t, cfg.width, cfg.height, 1, dit)))
     elif dit.vace:
         # VACE: the reference image alone, then the control video (grey where none is given) twice,
         # as its inactive and reactive parts; one encode's buffer at a time
         if cfg.init_image:
-            graphs.append(_Graph("VAE encode (reference image)", "vae",
+            graphs.append(_Graph("VAE encode (reference image)", _first_stage(cfg),
                                  _vae(s, False, cfg, t, cfg.width, cfg.height, 1, dit)))
-        graphs.append(_Graph("VAE encode", "vae", _vae(s, False, cfg, t, cfg.width, cfg.height, cfg.num_frames,
+        graphs.append(_Graph("VAE encode", _first_stage(cfg), _vae(s, False, cfg, t, cfg.width, cfg.height, cfg.num_frames,
                                                        dit)))
     w, h, t_lat = cfg.width // scale, cfg.height // scale, (cfg.num_frames - 1) // 4 + 1
     # the VACE reference image's latent frame is sampled before the video's (and dropped before decoding)
@@ -239,25 +266,32 @@ def _graphs(s: Any, cfg: Config, t: Target, dit: DitShape, weights_only: bool) -
     graphs.append(_Graph("sampling", "diffusion_model",
                          s.dit_graph(False, x, context, clip_fea, c_concat, vace, steps_in, fa, al, ch, ceiling),
                          tokens))
-    graphs.append(_Graph("VAE decode", "vae", _vae(s, True, cfg, t, w, h, t_lat, dit)))
+    graphs.append(_Graph("VAE decode", _first_stage(cfg), _vae(s, True, cfg, t, w, h, t_lat, dit)))
     return graphs
 
 
 def _vae(s: Any, decode: bool, cfg: Config, t: Target, w: int, h: int, frames: int,
-         dit: DitShape) -> dict[str, Any]:
-    """The VAE's graph: decoding latents of ``w`` x ``h`` x ``frames``, or encoding pixels."""
+         dit: DitShape, tiny: bool | None = None) -> dict[str, Any]:
+    """The VAE's graph (``tiny``, default when a tiny VAE decodes: the TAEHV's): decoding latents of
+    ``w`` x ``h`` x ``frames``, or encoding pixels."""
     fa, al, ch = cfg.flash_attention, t.alignment, t.chunk
     tx, ty = cfg.tile_size or (0, 0)
+    tiny = cfg.tiny_vae == "decode" if tiny is None else tiny
     if decode:
         if cfg.vae_tiling:
             w, h = _tile(w, tx), _tile(h, ty)
-        result: dict[str, Any] = s.vae_graph(True, [w, h, frames, dit.vae.z_dim], fa, al, ch, cfg.vae_conv_direct)
-        return result
-    if cfg.vae_tiling:
-        scale = dit.vae.spatial_scale
-        w = _tile(w // scale, tx, _TILE_ENCODE_FACTOR) * scale
-        h = _tile(h // scale, ty, _TILE_ENCODE_FACTOR) * scale
-    result = s.vae_graph(False, [w, h, frames, 3], fa, al, ch, cfg.vae_conv_direct)
+        shape = [w, h, frames, dit.vae.z_dim]
+    else:
+        if cfg.vae_tiling:
+            scale = dit.vae.spatial_scale
+            w = _tile(w // scale, tx, _TILE_ENCODE_FACTOR) * scale
+            h = _tile(h // scale, ty, _TILE_ENCODE_FACTOR) * scale
+        shape = [w, h, frames, 3]
+    result: dict[str, Any]
+    if tiny:
+        result = s.tae_graph(decode, shape, al, ch, cfg.vae_conv_direct)
+    else:
+        result = s.vae_graph(decode, shape, fa, al, ch, cfg.vae_conv_direct)
     return result
 
 

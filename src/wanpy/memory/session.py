@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from wanpy import _core
-from wanpy.catalogue import COMPONENTS, DITS
+from wanpy.catalogue import COMPONENTS, DITS, TINY_VAES
 from wanpy.errors import ModelFileError
 from wanpy.headers import file_version
 from wanpy.identify import identify_file
@@ -47,7 +47,7 @@ class Sources:
 
 
 def sources(model: PathArg, *, vae: PathArg | None, text_encoder: PathArg | None, high_noise: PathArg | None,
-            clip_vision: PathArg | None) -> Sources:
+            clip_vision: PathArg | None, tiny_vae: PathArg | None = None) -> Sources:
     """The files and presets for ``preflight``'s model arguments, each file checked to be the
     component it is given as (FileNotFoundError, ModelFileError) and the presets parsed
     (ValueError for an unknown name or dtype)."""
@@ -91,6 +91,13 @@ def sources(model: PathArg, *, vae: PathArg | None, text_encoder: PathArg | None
         files.append(_file(_checked_file(clip_vision, "clip_vision", "clip_vision"), "clip_vision"))
     elif needs_clip_vision:
         presets.append(PresetPart("clip_vision", "", DEFAULT_PRESET_DTYPE, COMPONENTS["clip_vision"].graph_prefix))
+    if tiny_vae is not None:
+        path = _checked_file(tiny_vae, "tiny_vae", "tiny_vae")
+        tiny = identify_file(path)
+        if TINY_VAES[tiny.name or ""].vae != f"wan{vae_version}-vae":
+            raise ModelFileError(f"tiny_vae: {path} is {tiny.name}, for the {TINY_VAES[tiny.name or ''].vae}; this "
+                                 f"model's latents are the wan{vae_version}-vae's", path=path)
+        files.append(_file(path, "tiny_vae"))
     return Sources(tuple(files), tuple(presets), label)
 
 

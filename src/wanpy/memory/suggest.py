@@ -105,7 +105,7 @@ def _smallest_vae_tile(s: Any, cfg: Config, t: Target) -> Config:
 
     def vae_fits(n: int) -> bool:
         allocs = measure(s, dataclasses.replace(cfg, tile_size=(n, n)), t).allocations
-        return all(a.nbytes <= limit for a in allocs if a.component == "vae")
+        return all(a.nbytes <= limit for a in allocs if a.component in ("vae", "tiny_vae"))
 
     n = largest_fitting(vae_fits, _DEFAULT_TILE, start=_SMALLEST_TILE)
     return cfg if n in (None, _DEFAULT_TILE) else dataclasses.replace(cfg, tile_size=(n, n))

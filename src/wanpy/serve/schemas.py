@@ -110,7 +110,7 @@ class OpenAIVideoCreate(_Strict):
     tile_overlap: int | float | None = None
     fit: Literal["strict", "auto"] | None = None
     cache: str | None = None
-    preview: Literal["proj", "vae"] | None = None
+    preview: Literal["proj", "vae", "tae"] | None = None
     preview_every: int | None = None
 
     def to_options(self) -> dict[str, Any]:

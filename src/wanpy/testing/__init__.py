@@ -35,7 +35,7 @@ from wanpy.layouts import DIT_CONFIGS, GGML_NAMES, TensorSpec
 
 __all__ = [
     "KIT_VERSION", "DTYPES", "VARIANTS", "ModelSet", "SetLayout", "cache_dir", "cached_model_set",
-    "make_lora", "make_model_set", "write_model_file",
+    "cached_tiny_vae", "make_lora", "make_model_set", "make_tiny_vae", "write_model_file",
 ]
 
 # Bump whenever the bytes the kit writes change: cached sets of other versions are not reused.
@@ -249,6 +249,31 @@ def write_model_file(path: str | os.PathLike[str], tensors: list[TensorSpec], *,
         raise ValueError(f"format must be 'gguf' or 'safetensors', got {format!r}")
     path = Path(path)
     write_file(path, tensors, format, dict(metadata or {}), seed=seed, seed_key=seed_key, sparse=sparse)
+    return path
+
+
+def make_tiny_vae(path: str | os.PathLike[str], *, name: str = "taehv-wan2.1", seed: int = 0) -> Path:
+    """Write a random TAEHV (``wanpy.catalogue.TINY_VAES``: "taehv-wan2.1" or "taehv-wan2.2") as
+    safetensors, with the tensor names and shapes of madebyollin/taehv's files (F16 weights, F32 biases)."""
+    from wanpy.catalogue import TINY_VAES
+
+    if name not in TINY_VAES:
+        raise ValueError(f"unknown tiny VAE {name!r}; known: {', '.join(TINY_VAES)}")
+    meta = {"format": "pt", "wanpy.testing.kit_version": str(KIT_VERSION), "wanpy.testing.seed": str(seed),
+            "wanpy.testing.component": name}
+    path = Path(path)
+    write_file(path, wan_layouts.taehv_layout(name), "safetensors", meta, seed=seed, seed_key=name, sparse=False)
+    return path
+
+
+def cached_tiny_vae(*, name: str = "taehv-wan2.1", seed: int = 0) -> Path:
+    """``make_tiny_vae`` through the per-machine cache (a few MB: written once)."""
+    directory = cache_dir() / f"kit-v{KIT_VERSION}" / "tiny-vae"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}-seed{seed}.safetensors"
+    with _locked(directory):
+        if not path.is_file():
+            make_tiny_vae(path, name=name, seed=seed)
     return path
 
 
