@@ -1,5 +1,7 @@
 """The 14B modes end to end on random weights: Wan2.1 I2V-14B and FLF2V-14B (with CLIP vision),
-Wan2.2 T2V-A14B and I2V-A14B (two experts), one fresh process each, at a tiny size.
+Wan2.2 T2V-A14B and I2V-A14B (two experts), Wan2.1 VACE-14B and Wan2.2 VACE-Fun-A14B (a control video
+and a reference image: another control video changes the frames, at vace_strength 0 no control video
+does), one fresh process each, at a tiny size.
 
 The test suite runs the 1.3B and the TI2V-5B; the 14B sets are 8 GB per DiT at q4_0 (17 GB for
 an A14B pair), too large and slow for CI on a 2-core machine, so this script is where they run.
@@ -32,7 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("wan2.1-i2v-14b", "wan2.1-flf2v-14b", "wan2.2-t2v-a14b", "wan2.2-i2v-a14b")
+VARIANTS = ("wan2.1-i2v-14b", "wan2.1-flf2v-14b", "wan2.2-t2v-a14b", "wan2.2-i2v-a14b", "wan2.1-vace-14b",
+            "wan2.2-vace-fun-a14b")
 
 _CHILD = r"""
 import dataclasses, json, logging, re, sys, time, traceback
@@ -60,6 +63,10 @@ if family.images == "init_end":
     request["end_image"] = (scene_frame(40, h, w) * 255).round().astype(np.uint8)
 if family.two_experts:
     request.update(high_noise_steps=1)
+if family.vace:  # a control video (a moving scene) and a reference image
+    request["control_video"] = np.stack([(scene_frame(i, h, w, n=max(n, 2)) * 255).round().astype(np.uint8)
+                                         for i in range(n)])
+    request["reference_image"] = (scene_frame(20, h, w) * 255).round().astype(np.uint8)
 out = {"variant": a["variant"], "family": models.family, "files_written_s": written,
        "files_gib": sum(p.stat().st_size for p in models.files) / 2**30}
 t = time.perf_counter()
@@ -71,6 +78,15 @@ with wanpy.WanPipeline(**models.pipeline_kwargs(), n_threads=a["threads"]) as pi
                not_constant=bool(f.std() > 0), mean=float(f.mean()),
                timings={k: v for k, v in vars(video.timings).items() if v is not None},
                high_noise_steps_run=video.params.get("high_noise_steps_run"))
+    if family.vace:
+        # another control video changes the frames; at vace_strength 0 no control video can
+        other = dict(request, control_video=request["control_video"][::-1].copy())
+        steered = pipe.generate_video("a red fox running through the snow", **other).frames
+        off = [pipe.generate_video("a red fox running through the snow", **dict(r, vace_strength=0.0)).frames
+               for r in (request, other)]
+        out["vace"] = {"max_abs_difference_other_control": int(np.abs(steered.astype(int) - f).max()),
+                       "strength_0_bit_identical_across_controls": bool(np.array_equal(off[0], off[1])),
+                       "max_abs_difference_strength_0_to_1": int(np.abs(off[0].astype(int) - f).max())}
     if family.two_experts:
         lora = make_lora(a["folder"] + "/lora.safetensors", models.diffusion_model, blocks=range(4))
         with_lora = pipe.generate_video("a red fox running through the snow", loras=[(str(lora), 1.0)], **request)

@@ -17,7 +17,7 @@ const char* opt(const std::optional<std::string>& s) {
 Context::Context(std::optional<std::string> diffusion_model, std::optional<std::string> high_noise_diffusion_model,
                  std::optional<std::string> vae, std::optional<std::string> t5xxl,
                  std::optional<std::string> clip_vision, std::optional<std::string> tiny_vae,
-                 bool tiny_vae_preview_only, int n_threads, bool vae_decode_only, bool flash_attention,
+                 bool tiny_vae_preview_only, float max_vram_gib, int n_threads, bool vae_decode_only, bool flash_attention,
                  bool offload_params_to_cpu, bool keep_vae_on_cpu, bool keep_clip_on_cpu, bool enable_mmap,
                  bool free_params_immediately, bool vae_conv_direct, std::optional<ProgressCallable> progress) {
     sd_ctx_params_t p;
@@ -29,6 +29,7 @@ Context::Context(std::optional<std::string> diffusion_model, std::optional<std::
     p.clip_vision_path                = opt(clip_vision);
     p.taesd_path                      = opt(tiny_vae);
     p.tae_preview_only                = tiny_vae_preview_only;
+    p.max_vram                        = max_vram_gib;  // 0: no budget
     p.n_threads                       = n_threads;
     p.vae_decode_only                 = vae_decode_only;
     p.free_params_immediately         = free_params_immediately;  // true: one generation, then the weights are gone
@@ -84,12 +85,12 @@ void wanpy::register_context(py::module_& m) {
     py::class_<Context> cls(m, "Context", "Loaded model files (sd.cpp's sd_ctx_t).");
     cls.def(py::init<std::optional<std::string>, std::optional<std::string>, std::optional<std::string>,
                      std::optional<std::string>, std::optional<std::string>, std::optional<std::string>, bool,
-                     int, bool, bool, bool, bool, bool,
+                     float, int, bool, bool, bool, bool, bool,
                      bool, bool, bool, std::optional<ProgressCallable>>(),
             py::kw_only(), py::arg("diffusion_model") = py::none(),
             py::arg("high_noise_diffusion_model") = py::none(), py::arg("vae") = py::none(),
             py::arg("t5xxl") = py::none(), py::arg("clip_vision") = py::none(), py::arg("tiny_vae") = py::none(),
-            py::arg("tiny_vae_preview_only") = false, py::arg("n_threads"),
+            py::arg("tiny_vae_preview_only") = false, py::arg("max_vram_gib") = 0.0f, py::arg("n_threads"),
             py::arg("vae_decode_only") = false, py::arg("flash_attention") = false,
             py::arg("offload_params_to_cpu") = false, py::arg("keep_vae_on_cpu") = false,
             py::arg("keep_clip_on_cpu") = false, py::arg("enable_mmap") = false,
@@ -100,7 +101,8 @@ void wanpy::register_context(py::module_& m) {
             "sampling, the VAE after decoding), like sd-cli; the context can then generate once. enable_mmap: sd.cpp reads the weight files through mmap. "
             "vae_conv_direct: the VAE's 2-D convolutions run as ggml_conv_2d_direct instead of im2col + matmul. "
             "tiny_vae: a TAEHV file (taesd_path) that encodes and decodes instead of the VAE, or, with "
-            "tiny_vae_preview_only, only decodes the previews.")
+            "tiny_vae_preview_only, only decodes the previews. max_vram_gib: sd.cpp's max_vram (graph-cut "
+            "segments of at most this many GiB, weights streamed from RAM; with offload_params_to_cpu on a GPU).")
         .def("close", &Context::close, py::call_guard<py::gil_scoped_release>(),
              "Free the loaded weights (after a generation running in another thread). Idempotent.");
     register_generation(m, cls);

@@ -18,7 +18,7 @@ public:
     // Loads the models with the GIL released; `progress` is converted by the caller.
     Context(std::optional<std::string> diffusion_model, std::optional<std::string> high_noise_diffusion_model,
             std::optional<std::string> vae, std::optional<std::string> t5xxl, std::optional<std::string> clip_vision,
-            std::optional<std::string> tiny_vae, bool tiny_vae_preview_only, int n_threads, bool vae_decode_only, bool flash_attention, bool offload_params_to_cpu,
+            std::optional<std::string> tiny_vae, bool tiny_vae_preview_only, float max_vram_gib, int n_threads, bool vae_decode_only, bool flash_attention, bool offload_params_to_cpu,
             bool keep_vae_on_cpu, bool keep_clip_on_cpu, bool enable_mmap, bool free_params_immediately,
             bool vae_conv_direct, std::optional<ProgressCallable> progress);
     ~Context();

@@ -18,12 +18,16 @@
 
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <tuple>
+#include <type_traits>
+#include <unordered_set>
 #include <vector>
 
 #include "conditioner.hpp"
@@ -90,6 +94,167 @@ void consider(Measured& m, const ggml_tensor* t, size_t alignment, const char* o
 
 bool owns_memory(const ggml_tensor* t) { return t->data == nullptr && t->view_src == nullptr; }
 
+// The largest tensor a graph's compute buffer holds: its unallocated leaves and nodes.
+void consider_graph(Measured& m, ggml_cgraph* gf, size_t alignment) {
+    for (int i = 0; i < sd::ggml_graph_cut::leaf_count(gf); ++i) {
+        ggml_tensor* t = sd::ggml_graph_cut::leaf_tensor(gf, i);
+        if (owns_memory(t)) consider(m, t, alignment, "input");
+    }
+    for (int i = 0; i < ggml_graph_n_nodes(gf); ++i) {
+        ggml_tensor* t = ggml_graph_node(gf, i);
+        if (owns_memory(t)) consider(m, t, alignment, ggml_op_desc(t));
+    }
+}
+
+size_t reserve_size(ggml_cgraph* gf, const MeasureBufferType& mb) {
+    size_t n              = 0;
+    ggml_gallocr_t galloc = ggml_gallocr_new(const_cast<ggml_backend_buffer_type*>(&mb.buft));
+    ggml_gallocr_reserve_n_size(galloc, gf, nullptr, nullptr, &n);
+    ggml_gallocr_free(galloc);
+    return n;
+}
+
+// --- max_vram: sd.cpp's graph-cut planner, measured ------------------------------
+// With max_vram (and offload_params_to_cpu on a device backend) GGMLRunner::compute plans the
+// graph with sd::ggml_graph_cut::build_plan + apply_max_vram_budget and, when more than one
+// segment remains, runs it segment by segment (compute_with_graph_cuts): per segment one device
+// buffer for its params, one compute buffer, and the cache buffers of the cut outputs later
+// segments read. Here sd.cpp's own planner runs unchanged over the weightless graph, and that
+// run is replayed in sizes only.
+
+// The planner asks the backend only for its default buffer type (ggml_graph_cut.cpp's
+// measure_segment_compute_buffer): a backend whose device answers with the measuring one.
+struct PlanBackend {
+    ggml_backend_device dev{};
+    ggml_backend backend{};
+    ggml_guid guid{};  // not the CPU's; never computed on
+
+    explicit PlanBackend(const MeasureBufferType& mb) {
+        dev.iface.get_buffer_type = [](ggml_backend_dev_t d) { return static_cast<ggml_backend_buffer_type_t>(d->context); };
+        dev.context     = const_cast<ggml_backend_buffer_type*>(&mb.buft);
+        backend.guid    = &guid;
+        backend.device  = &dev;
+        backend.context = nullptr;
+    }
+    ggml_backend_t get() { return &backend; }
+};
+
+struct PlannedSegment {
+    std::string name;    // sd.cpp's segment name ("a..b" when merged)
+    size_t params  = 0;  // its params' device buffer ("offload partial params")
+    size_t compute = 0;  // its compute buffer, the cut inputs bound to the cache
+    size_t cache_in  = 0;  // the cache buffer alive when it starts
+    size_t cache_out = 0;  // the cache buffer written after it ("cache backend buffer size"; 0: none)
+    size_t planned = 0;  // what sd.cpp compared with the budget (graph_cut_segment_vram_bytes)
+};
+
+struct Planned {
+    bool segmented         = false;  // false: sd.cpp's ordinary path (all weights + one compute buffer)
+    int base_segments      = 0;
+    int segments           = 1;
+    size_t smallest_budget = 0;  // the largest planned need of a base segment
+    size_t device_peak     = 0;
+    size_t largest_params  = 0;
+    size_t largest_compute = 0;
+    size_t largest_cache   = 0;
+    Measured tensors;            // the largest tensor in any compute buffer
+    std::vector<PlannedSegment> per_segment;
+};
+
+size_t planned_bytes(const sd::ggml_graph_cut::Segment& s) {
+    return s.compute_buffer_size + s.input_param_bytes + s.input_previous_cut_bytes + s.output_bytes;
+}
+
+// What ggml_backend_alloc_ctx_tensors would allocate for copies of these tensors.
+size_t tensors_size(const std::vector<ggml_tensor*>& tensors, const MeasureBufferType& mb) {
+    if (tensors.empty()) return 0;
+    ggml_init_params ip = {tensors.size() * ggml_tensor_overhead() + 1024, nullptr, true};
+    ggml_context* ctx   = ggml_init(ip);
+    for (ggml_tensor* t : tensors) ggml_dup_tensor(ctx, t);
+    size_t n = ggml_backend_alloc_ctx_tensors_from_buft_size(ctx, const_cast<ggml_backend_buffer_type*>(&mb.buft));
+    ggml_free(ctx);
+    return n;
+}
+
+// A segment's compute buffer at run time: its previous-cut inputs are bound to the cache
+// (GGMLRunner::bind_segment_cached_inputs), so the allocator does not place them.
+size_t segment_compute(ggml_cgraph* gf, const sd::ggml_graph_cut::Segment& seg, const MeasureBufferType& mb) {
+    namespace gc = sd::ggml_graph_cut;
+    if (seg.internal_node_indices.empty()) return 0;
+    alignas(64) static char bound[64];
+    std::vector<std::pair<ggml_tensor*, void*>> saved;
+    for (const auto& in : seg.input_refs) {
+        if (in.type != gc::Segment::INPUT_PREVIOUS_CUT) continue;
+        ggml_tensor* t = gc::input_tensor(gf, in);
+        if (t == nullptr) continue;
+        saved.emplace_back(t, t->data);
+        t->data = bound;
+    }
+    ggml_context* gctx = nullptr;
+    ggml_cgraph* sg    = gc::build_segment_graph(gf, seg, &gctx);
+    size_t n           = reserve_size(sg, mb);
+    ggml_free(gctx);
+    for (auto& [t, d] : saved) t->data = d;
+    return n;
+}
+
+// gf: a runner's graph over weightless params; params: its parameter tensors. Fills all but
+// the ordinary path's weights (the caller's: they need the placeholders gone).
+Planned plan_graph(ggml_cgraph* gf, const std::unordered_set<const ggml_tensor*>& params, size_t budget,
+                   const MeasureBufferType& mb) {
+    namespace gc = sd::ggml_graph_cut;
+    PlanBackend backend(mb);
+    Planned m;
+    gc::Plan base   = gc::build_plan(backend.get(), gf, params, nullptr);  // no log_desc: no INFO lines
+    m.base_segments = static_cast<int>(base.segments.size());
+    for (const auto& s : base.segments) m.smallest_budget = std::max(m.smallest_budget, planned_bytes(s));
+    gc::Plan p = gc::apply_max_vram_budget(gf, base, budget, backend.get(), params, nullptr);
+    // GGMLRunner::should_use_graph_cut_segmented_compute
+    m.segmented = p.has_cuts && p.valid && p.segments.size() > 1;
+    consider_graph(m.tensors, gf, mb.alignment);
+    if (!m.segmented) {
+        // the ordinary path runs this same graph, its cut outputs now flagged as outputs
+        m.largest_compute = reserve_size(gf, mb);
+        m.device_peak     = m.largest_compute;
+        return m;
+    }
+    m.segments = static_cast<int>(p.segments.size());
+    // replay compute_with_graph_cuts / copy_cache_tensors_to_cache_buffer
+    std::map<std::string, ggml_tensor*> cache;  // name -> source tensor
+    size_t cache_bytes = 0;
+    for (size_t k = 0; k < p.segments.size(); ++k) {
+        const auto& s = p.segments[k];
+        PlannedSegment b;
+        b.name     = s.group_name;
+        b.planned  = planned_bytes(s);
+        b.params   = tensors_size(gc::param_tensors(gf, s), mb);
+        b.compute  = segment_compute(gf, s, mb);
+        b.cache_in = cache_bytes;
+        auto keep  = gc::collect_future_input_names(gf, p, k);
+        std::map<std::string, ggml_tensor*> next;
+        for (auto& [n, t] : cache)
+            if (keep.count(n)) next[n] = t;
+        if (k + 1 < p.segments.size()) {
+            for (size_t o = 0; o < s.output_node_indices.size(); ++o) {
+                ggml_tensor* t = gc::output_tensor(gf, s, o);
+                if (t && gc::is_graph_cut_tensor(t) && keep.count(t->name)) next[t->name] = gc::cache_source_tensor(t);
+            }
+        }
+        std::vector<ggml_tensor*> kept;
+        for (auto& [n, t] : next) kept.push_back(t);
+        b.cache_out = tensors_size(kept, mb);
+        cache.swap(next);
+        cache_bytes = b.cache_out;
+
+        m.device_peak     = std::max(m.device_peak, b.params + b.compute + b.cache_in + b.cache_out);
+        m.largest_params  = std::max(m.largest_params, b.params);
+        m.largest_compute = std::max(m.largest_compute, b.compute);
+        m.largest_cache   = std::max(m.largest_cache, b.cache_out);
+        m.per_segment.push_back(std::move(b));
+    }
+    return m;
+}
+
 // Runner -> runner with access to its graph building and parameter context.
 template <class Runner>
 struct Probe : Runner {
@@ -126,19 +291,31 @@ struct Probe : Runner {
         ggml_cgraph* gf = nullptr;
         if (!this->prepare_compute_graph(build, &gf)) throw NativeError(this->get_desc() + ": graph could not be built");
         Measured m;
-        ggml_gallocr_t galloc = ggml_gallocr_new(const_cast<ggml_backend_buffer_type*>(&mb.buft));
-        ggml_gallocr_reserve_n_size(galloc, gf, nullptr, nullptr, &m.total);
-        ggml_gallocr_free(galloc);
-        for (int i = 0; i < sd::ggml_graph_cut::leaf_count(gf); ++i) {
-            ggml_tensor* t = sd::ggml_graph_cut::leaf_tensor(gf, i);
-            if (owns_memory(t)) consider(m, t, mb.alignment, "input");
-        }
-        for (int i = 0; i < ggml_graph_n_nodes(gf); ++i) {
-            ggml_tensor* t = ggml_graph_node(gf, i);
-            if (owns_memory(t)) consider(m, t, mb.alignment, ggml_op_desc(t));
-        }
+        m.total = reserve_size(gf, mb);
+        consider_graph(m, gf, mb.alignment);
         this->free_compute_ctx();
         return m;
+    }
+
+    // sd.cpp's max_vram plan of the graph build makes, for a budget in bytes. The planner flags the
+    // graph's cut tensors as outputs; the graph is freed here and every measurement builds its own.
+    // The parameter set is the runner's params_ctx (what alloc_params_buffer would register), kept
+    // local: the runner's params_tensor_set_ stays as it was.
+    Planned plan(const std::function<ggml_cgraph*()>& build, size_t budget, const MeasureBufferType& mb) {
+        make_weightless();
+        std::unordered_set<const ggml_tensor*> params;
+        for (ggml_tensor* t = ggml_get_first_tensor(this->params_ctx); t; t = ggml_get_next_tensor(this->params_ctx, t)) {
+            params.insert(t);
+        }
+        ggml_cgraph* gf = nullptr;
+        if (!this->prepare_compute_graph(build, &gf)) throw NativeError(this->get_desc() + ": graph could not be built");
+        Planned p = plan_graph(gf, params, budget, mb);
+        this->free_compute_ctx();
+        if (!p.segmented) {  // offload_all_params: the whole weight set to the device
+            p.largest_params = weights(mb).total;
+            p.device_peak += p.largest_params;
+        }
+        return p;
     }
 };
 
@@ -194,6 +371,35 @@ Record as_record(const Measured& m) {
     d["op"]      = m.op;
     d["shape"]   = m.shape;
     d["type"]    = std::string(ggml_type_name(m.type));
+    return d;
+}
+
+Record as_record(const Planned& p) {
+    Record d;
+    d["segmented"]       = p.segmented;
+    d["segments"]        = p.segments;
+    d["base_segments"]   = p.base_segments;
+    d["smallest_budget"] = p.smallest_budget;
+    d["device_peak"]     = p.device_peak;
+    d["largest_params"]  = p.largest_params;
+    d["largest_compute"] = p.largest_compute;
+    d["largest_cache"]   = p.largest_cache;
+    d["largest_tensor"]       = p.tensors.largest;
+    d["largest_tensor_name"]  = p.tensors.name;
+    d["largest_tensor_shape"] = p.tensors.shape;
+    d["largest_tensor_type"]  = std::string(ggml_type_name(p.tensors.type));
+    py::list segments;
+    for (const auto& s : p.per_segment) {
+        Record e;
+        e["name"]      = s.name;
+        e["params"]    = s.params;
+        e["compute"]   = s.compute;
+        e["cache_in"]  = s.cache_in;
+        e["cache_out"] = s.cache_out;
+        e["planned"]   = s.planned;
+        segments.append(std::move(e));
+    }
+    d["per_segment"] = std::move(segments);
     return d;
 }
 
@@ -265,11 +471,19 @@ public:
         MeasureBufferType mb(alignment, max_size);
         DiT& r = dit(high_noise);
         r.set_flash_attention_enabled(flash_attention);
-        auto xt = zeros(x), ts = zeros({timesteps}), ctx = zeros(context);
-        sd::Tensor<float> clip = clip_fea.empty() ? sd::Tensor<float>() : zeros(clip_fea);
-        sd::Tensor<float> cc   = c_concat.empty() ? sd::Tensor<float>() : zeros(c_concat);
-        sd::Tensor<float> vace = vace_context.empty() ? sd::Tensor<float>() : zeros(vace_context);
-        return r.graph([&]() { return r.build_measure_graph(xt, ts, ctx, clip, cc, vace, tensor_ceiling); }, mb);
+        DitInputs in(x, context, clip_fea, c_concat, vace_context, timesteps);
+        return r.graph([&]() { return in.build(r, tensor_ceiling); }, mb);
+    }
+
+    Planned dit_plan(bool high_noise, const std::vector<int64_t>& x, const std::vector<int64_t>& context,
+                     const std::vector<int64_t>& clip_fea, const std::vector<int64_t>& c_concat,
+                     const std::vector<int64_t>& vace_context, int64_t timesteps, bool flash_attention, size_t alignment,
+                     size_t max_size, size_t tensor_ceiling, size_t budget) {
+        MeasureBufferType mb(alignment, max_size);
+        DiT& r = dit(high_noise);
+        r.set_flash_attention_enabled(flash_attention);
+        DitInputs in(x, context, clip_fea, c_concat, vace_context, timesteps);
+        return r.plan([&]() { return in.build(r, tensor_ceiling); }, budget, mb);
     }
 
     Measured vae_graph(bool decode, const std::vector<int64_t>& input, bool flash_attention, size_t alignment,
@@ -292,24 +506,77 @@ public:
     }
 
     Measured t5_graph(int64_t tokens, bool flash_attention, size_t alignment, size_t max_size) {
+        return t5_measure(tokens, flash_attention, alignment, max_size,
+                          [](TextT5& r, const std::function<ggml_cgraph*()>& build, const MeasureBufferType& mb) {
+                              return r.graph(build, mb);
+                          });
+    }
+
+    Planned t5_plan(int64_t tokens, bool flash_attention, size_t alignment, size_t max_size, size_t budget) {
+        return t5_measure(tokens, flash_attention, alignment, max_size,
+                          [budget](TextT5& r, const std::function<ggml_cgraph*()>& build, const MeasureBufferType& mb) {
+                              return r.plan(build, budget, mb);
+                          });
+    }
+
+    Measured clip_vision_graph(bool flash_attention, size_t alignment, size_t max_size) {
+        return clip_vision_measure(
+            flash_attention, alignment, max_size,
+            [](ClipVision& r, const std::function<ggml_cgraph*()>& build, const MeasureBufferType& mb) {
+                return r.graph(build, mb);
+            });
+    }
+
+    Planned clip_vision_plan(bool flash_attention, size_t alignment, size_t max_size, size_t budget) {
+        return clip_vision_measure(
+            flash_attention, alignment, max_size,
+            [budget](ClipVision& r, const std::function<ggml_cgraph*()>& build, const MeasureBufferType& mb) {
+                return r.plan(build, budget, mb);
+            });
+    }
+
+private:
+    // The DiT's inputs, zeros of the given shapes (empty: none).
+    struct DitInputs {
+        sd::Tensor<float> x, timesteps, context, clip_fea, c_concat, vace_context;
+        DitInputs(const std::vector<int64_t>& x_, const std::vector<int64_t>& context_,
+                  const std::vector<int64_t>& clip_fea_, const std::vector<int64_t>& c_concat_,
+                  const std::vector<int64_t>& vace_context_, int64_t timesteps_)
+            : x(zeros(x_)),
+              timesteps(zeros({timesteps_})),
+              context(zeros(context_)),
+              clip_fea(clip_fea_.empty() ? sd::Tensor<float>() : zeros(clip_fea_)),
+              c_concat(c_concat_.empty() ? sd::Tensor<float>() : zeros(c_concat_)),
+              vace_context(vace_context_.empty() ? sd::Tensor<float>() : zeros(vace_context_)) {}
+        ggml_cgraph* build(DiT& r, size_t tensor_ceiling) const {
+            return r.build_measure_graph(x, timesteps, context, clip_fea, c_concat, vace_context, tensor_ceiling);
+        }
+    };
+
+    // The T5's graph for tokens, handed to fn(runner, build, mb).
+    template <class Fn>
+    auto t5_measure(int64_t tokens, bool flash_attention, size_t alignment, size_t max_size, Fn&& fn)
+        -> std::invoke_result_t<Fn, TextT5&, const std::function<ggml_cgraph*()>&, const MeasureBufferType&> {
         MeasureBufferType mb(alignment, max_size);
         TextT5& r = t5();
         r.set_flash_attention_enabled(flash_attention);
         sd::Tensor<int32_t> ids({tokens}, std::vector<int32_t>(static_cast<size_t>(tokens), 0));
         auto mask = zeros({tokens});
-        return r.graph([&]() { return r.build_graph(ids, mask); }, mb);
+        return fn(r, [&]() { return r.build_graph(ids, mask); }, mb);
     }
 
-    Measured clip_vision_graph(bool flash_attention, size_t alignment, size_t max_size) {
+    // CLIP vision's graph of one image, handed to fn(runner, build, mb).
+    template <class Fn>
+    auto clip_vision_measure(bool flash_attention, size_t alignment, size_t max_size, Fn&& fn)
+        -> std::invoke_result_t<Fn, ClipVision&, const std::function<ggml_cgraph*()>&, const MeasureBufferType&> {
         MeasureBufferType mb(alignment, max_size);
         ClipVision& r = clip_vision();
         r.set_flash_attention_enabled(flash_attention);
         int64_t side = r.vision_model.image_size;
         auto pixels  = zeros({side, side, 3, 1});
-        return r.graph([&]() { return r.build_graph(pixels, false, -2); }, mb);
+        return fn(r, [&]() { return r.build_graph(pixels, false, -2); }, mb);
     }
 
-private:
     DiT& dit(bool high_noise) {
         auto& slot             = high_noise ? high_noise_ : dit_;
         const char* prefix     = high_noise ? "model.high_noise_diffusion_model" : "model.diffusion_model";
@@ -367,7 +634,20 @@ private:
     std::unique_ptr<TinyVae> tae_;
 };
 
+void check_budget(size_t budget) {
+    if (budget == 0) throw py::value_error("budget must be > 0 bytes");
+}
+
 }  // namespace
+
+#define PLAN_DOC                                                                                                  \
+    "The dict: segmented (whether sd.cpp runs it segment by segment; False: its ordinary path, all weights "     \
+    "on the device and one compute buffer, measured after planning), segments (after the budget merge; 1 when "  \
+    "not segmented), base_segments, smallest_budget (the largest need sd.cpp plans for one base segment: the "   \
+    "smallest budget no segment exceeds), device_peak (the most a segment holds on the device at once: params, " \
+    "compute, cache in and out; or weights + compute), largest_params, largest_compute, largest_cache (single "  \
+    "buffers), largest_tensor (bytes), largest_tensor_name, largest_tensor_shape, largest_tensor_type, "         \
+    "per_segment (dicts: name, params, compute, cache_in, cache_out, planned; empty when not segmented). Bytes."
 
 void register_measure(py::module_& m) {
     using Files   = std::vector<std::tuple<std::string, std::string>>;               // (path, prefix)
@@ -434,7 +714,37 @@ void register_measure(py::module_& m) {
                  return as_record(
                      measuring([&] { return s.clip_vision_graph(flash_attention, alignment, max_size); }));
              },
-             py::arg("flash_attention"), py::arg("alignment"), py::arg("max_size"));
+             py::arg("flash_attention"), py::arg("alignment"), py::arg("max_size"))
+        .def("dit_plan",
+             [](Session& s, bool high_noise, const Shape& x, const Shape& context, const Shape& clip_fea,
+                const Shape& c_concat, const Shape& vace_context, int64_t timesteps, bool flash_attention,
+                size_t alignment, size_t max_size, size_t tensor_ceiling, size_t budget) {
+                 check_budget(budget);
+                 return as_record(measuring([&] {
+                     return s.dit_plan(high_noise, x, context, clip_fea, c_concat, vace_context, timesteps,
+                                       flash_attention, alignment, max_size, tensor_ceiling, budget);
+                 }));
+             },
+             py::arg("high_noise"), py::arg("x"), py::arg("context"), py::arg("clip_fea"), py::arg("c_concat"),
+             py::arg("vace_context"), py::arg("timesteps"), py::arg("flash_attention"), py::arg("alignment"),
+             py::arg("max_size"), py::arg("tensor_ceiling"), py::arg("budget"),
+             "sd.cpp's max_vram plan of dit_graph's graph for a budget in bytes (> 0). " PLAN_DOC)
+        .def("t5_plan",
+             [](Session& s, int64_t tokens, bool flash_attention, size_t alignment, size_t max_size, size_t budget) {
+                 check_budget(budget);
+                 return as_record(
+                     measuring([&] { return s.t5_plan(tokens, flash_attention, alignment, max_size, budget); }));
+             },
+             py::arg("tokens"), py::arg("flash_attention"), py::arg("alignment"), py::arg("max_size"),
+             py::arg("budget"), "sd.cpp's max_vram plan of t5_graph's graph for a budget in bytes (> 0). " PLAN_DOC)
+        .def("clip_vision_plan",
+             [](Session& s, bool flash_attention, size_t alignment, size_t max_size, size_t budget) {
+                 check_budget(budget);
+                 return as_record(
+                     measuring([&] { return s.clip_vision_plan(flash_attention, alignment, max_size, budget); }));
+             },
+             py::arg("flash_attention"), py::arg("alignment"), py::arg("max_size"), py::arg("budget"),
+             "sd.cpp's max_vram plan of clip_vision_graph's graph for a budget in bytes (> 0). " PLAN_DOC);
 }
 
 }  // namespace wanpy

@@ -18,7 +18,7 @@ def test_the_14b_at_161_frames_gets_flash_attention_and_tiling_on_a_4gib_device(
     choice = choose_fit("wan2.x-t2v-14b", width=832, height=480, num_frames=161, max_allocation=FOUR_GIB)
     assert choice.changed == {"flash_attention": (False, True), "vae_tiling": (False, True)}
     assert choice.settings == {"flash_attention": True, "vae_tiling": True, "tile_size": None,
-                               "keep_vae_on_cpu": False, "offload_to_cpu": False}
+                               "keep_vae_on_cpu": False, "offload_to_cpu": False, "max_vram": None}
     report = choice.report
     assert report.fits and report.largest.nbytes <= FOUR_GIB
     # the request itself is untouched

@@ -171,3 +171,20 @@ def test_cli_generates_from_a_control_video_file(tmp_path):
                            text=True, timeout=900)
     assert wrong.returncode == 2 and "control_video has 5 frames but the video has 9" in wrong.stderr
     assert not (tmp_path / "no.webm").exists()
+
+
+def test_sd_server_control_frames_become_the_control_video():
+    pytest.importorskip("pydantic")
+    import base64
+
+    from wanpy.display import png_bytes
+    from wanpy.serve.schemas import FieldError, SdcppVidGen
+
+    frames = control(4)
+    body = SdcppVidGen(prompt="x", vace_strength=0.5,
+                       control_frames=[base64.b64encode(png_bytes(f)).decode() for f in frames])
+    options = body.to_options()
+    assert np.array_equal(options["control_video"], frames) and options["vace_strength"] == 0.5
+    mixed = [base64.b64encode(png_bytes(f)).decode() for f in (frames[0], control(5, width=48)[0])]
+    with pytest.raises(FieldError, match=r"control_frames\[1\]"):
+        SdcppVidGen(prompt="x", control_frames=mixed).to_options()

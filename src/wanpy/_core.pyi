@@ -16,9 +16,9 @@ class Context:
     """
     Loaded model files (sd.cpp's sd_ctx_t).
     """
-    def __init__(self, *, diffusion_model: str | None = None, high_noise_diffusion_model: str | None = None, vae: str | None = None, t5xxl: str | None = None, clip_vision: str | None = None, tiny_vae: str | None = None, tiny_vae_preview_only: bool = False, n_threads: typing.SupportsInt | typing.SupportsIndex, vae_decode_only: bool = False, flash_attention: bool = False, offload_params_to_cpu: bool = False, keep_vae_on_cpu: bool = False, keep_clip_on_cpu: bool = False, enable_mmap: bool = False, free_params_immediately: bool = False, vae_conv_direct: bool = False, progress: collections.abc.Callable[[int, int, float], typing.Any] | None = None) -> None:
+    def __init__(self, *, diffusion_model: str | None = None, high_noise_diffusion_model: str | None = None, vae: str | None = None, t5xxl: str | None = None, clip_vision: str | None = None, tiny_vae: str | None = None, tiny_vae_preview_only: bool = False, max_vram_gib: typing.SupportsFloat | typing.SupportsIndex = 0.0, n_threads: typing.SupportsInt | typing.SupportsIndex, vae_decode_only: bool = False, flash_attention: bool = False, offload_params_to_cpu: bool = False, keep_vae_on_cpu: bool = False, keep_clip_on_cpu: bool = False, enable_mmap: bool = False, free_params_immediately: bool = False, vae_conv_direct: bool = False, progress: collections.abc.Callable[[int, int, float], typing.Any] | None = None) -> None:
         """
-        Load the models (the GIL released meanwhile). free_params_immediately: sd.cpp frees each model's weights as soon as the generation is done with it (the text encoder after encoding, the DiT after sampling, the VAE after decoding), like sd-cli; the context can then generate once. enable_mmap: sd.cpp reads the weight files through mmap. vae_conv_direct: the VAE's 2-D convolutions run as ggml_conv_2d_direct instead of im2col + matmul. tiny_vae: a TAEHV file (taesd_path) that encodes and decodes instead of the VAE, or, with tiny_vae_preview_only, only decodes the previews.
+        Load the models (the GIL released meanwhile). free_params_immediately: sd.cpp frees each model's weights as soon as the generation is done with it (the text encoder after encoding, the DiT after sampling, the VAE after decoding), like sd-cli; the context can then generate once. enable_mmap: sd.cpp reads the weight files through mmap. vae_conv_direct: the VAE's 2-D convolutions run as ggml_conv_2d_direct instead of im2col + matmul. tiny_vae: a TAEHV file (taesd_path) that encodes and decodes instead of the VAE, or, with tiny_vae_preview_only, only decodes the previews. max_vram_gib: sd.cpp's max_vram (graph-cut segments of at most this many GiB, weights streamed from RAM; with offload_params_to_cpu on a GPU).
         """
     def close(self) -> None:
         """
@@ -169,6 +169,10 @@ class MeasureSession:
         """
     def clip_vision_graph(self, flash_attention: bool, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex) -> dict[str, typing.Any]:
         ...
+    def clip_vision_plan(self, flash_attention: bool, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex, budget: typing.SupportsInt | typing.SupportsIndex) -> dict[str, typing.Any]:
+        """
+        sd.cpp's max_vram plan of clip_vision_graph's graph for a budget in bytes (> 0). The dict: segmented (whether sd.cpp runs it segment by segment; False: its ordinary path, all weights on the device and one compute buffer, measured after planning), segments (after the budget merge; 1 when not segmented), base_segments, smallest_budget (the largest need sd.cpp plans for one base segment: the smallest budget no segment exceeds), device_peak (the most a segment holds on the device at once: params, compute, cache in and out; or weights + compute), largest_params, largest_compute, largest_cache (single buffers), largest_tensor (bytes), largest_tensor_name, largest_tensor_shape, largest_tensor_type, per_segment (dicts: name, params, compute, cache_in, cache_out, planned; empty when not segmented). Bytes.
+        """
     def dit_desc(self, high_noise: bool) -> str:
         """
         sd.cpp's description of the DiT it would build (its model name).
@@ -177,12 +181,20 @@ class MeasureSession:
         """
         vace_context: a VACE DiT's control context ([] for none). tensor_ceiling: the device's largest single tensor (0: none), as a real run registers it with set_tensor_ceiling; the DiT's feed-forward block is chunked above it (patch 0007).
         """
+    def dit_plan(self, high_noise: bool, x: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], context: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], clip_fea: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], c_concat: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], vace_context: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], timesteps: typing.SupportsInt | typing.SupportsIndex, flash_attention: bool, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex, tensor_ceiling: typing.SupportsInt | typing.SupportsIndex, budget: typing.SupportsInt | typing.SupportsIndex) -> dict[str, typing.Any]:
+        """
+        sd.cpp's max_vram plan of dit_graph's graph for a budget in bytes (> 0). The dict: segmented (whether sd.cpp runs it segment by segment; False: its ordinary path, all weights on the device and one compute buffer, measured after planning), segments (after the budget merge; 1 when not segmented), base_segments, smallest_budget (the largest need sd.cpp plans for one base segment: the smallest budget no segment exceeds), device_peak (the most a segment holds on the device at once: params, compute, cache in and out; or weights + compute), largest_params, largest_compute, largest_cache (single buffers), largest_tensor (bytes), largest_tensor_name, largest_tensor_shape, largest_tensor_type, per_segment (dicts: name, params, compute, cache_in, cache_out, planned; empty when not segmented). Bytes.
+        """
     def has(self, prefix: str) -> bool:
         """
         Whether any tensor name starts with prefix.
         """
     def t5_graph(self, tokens: typing.SupportsInt | typing.SupportsIndex, flash_attention: bool, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex) -> dict[str, typing.Any]:
         ...
+    def t5_plan(self, tokens: typing.SupportsInt | typing.SupportsIndex, flash_attention: bool, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex, budget: typing.SupportsInt | typing.SupportsIndex) -> dict[str, typing.Any]:
+        """
+        sd.cpp's max_vram plan of t5_graph's graph for a budget in bytes (> 0). The dict: segmented (whether sd.cpp runs it segment by segment; False: its ordinary path, all weights on the device and one compute buffer, measured after planning), segments (after the budget merge; 1 when not segmented), base_segments, smallest_budget (the largest need sd.cpp plans for one base segment: the smallest budget no segment exceeds), device_peak (the most a segment holds on the device at once: params, compute, cache in and out; or weights + compute), largest_params, largest_compute, largest_cache (single buffers), largest_tensor (bytes), largest_tensor_name, largest_tensor_shape, largest_tensor_type, per_segment (dicts: name, params, compute, cache_in, cache_out, planned; empty when not segmented). Bytes.
+        """
     def tae_graph(self, decode: bool, input: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex, conv_direct: bool = False) -> dict[str, typing.Any]:
         """
         The tiny video decoder's (TAEHV) graph: decoding latents or encoding pixels.

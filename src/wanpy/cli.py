@@ -62,7 +62,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 def _memory_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"flash_attention": args.flash_attention, "offload_to_cpu": args.offload_to_cpu,
-            "keep_vae_on_cpu": args.keep_vae_on_cpu, "device": args.device}
+            "keep_vae_on_cpu": args.keep_vae_on_cpu, "device": args.device, "max_vram": args.max_vram}
 
 
 def _cmd_preflight(args: argparse.Namespace) -> int:
@@ -176,7 +176,7 @@ def _pipeline_arguments(args: argparse.Namespace) -> dict[str, Any]:
         "diffusion_model": args.diffusion_model, "vae": args.vae, "text_encoder": args.text_encoder,
         "high_noise_diffusion_model": args.high_noise_diffusion_model, "clip_vision": args.clip_vision,
         "flash_attention": args.flash_attention, "vae_tiling": args.vae_tiling, "offload_to_cpu": args.offload_to_cpu,
-        "keep_vae_on_cpu": args.keep_vae_on_cpu, "mmap": args.mmap, "tiny_vae": args.tiny_vae,
+        "keep_vae_on_cpu": args.keep_vae_on_cpu, "mmap": args.mmap, "tiny_vae": args.tiny_vae, "max_vram": args.max_vram,
         "tiny_vae_use": args.tiny_vae_use}
     if args.threads is not None:
         out["n_threads"] = args.threads

@@ -87,6 +87,8 @@ def _memory_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile-overlap", type=float, default=0.5, help="VAE tiles' overlap, 0 to 0.5")
     p.add_argument("--offload-to-cpu", action="store_true", help="keep weights in RAM, move them when used")
     p.add_argument("--keep-vae-on-cpu", action="store_true", help="run the VAE on the CPU")
+    p.add_argument("--max-vram", metavar="BYTES", help="with --offload-to-cpu on a GPU: run the diffusion model in "
+                                                       "graph segments of at most this much memory, e.g. 6GiB")
     p.add_argument("--device", type=int, help="device index, as `wanpy info` lists them (default: the first GPU, "
                                               "else the CPU)")
 
@@ -114,6 +116,8 @@ def _load_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae-tiling", action="store_true", help="decode the VAE in spatial tiles by default")
     p.add_argument("--offload-to-cpu", action="store_true", help="keep weights in RAM, move them when used")
     p.add_argument("--keep-vae-on-cpu", action="store_true", help="run the VAE on the CPU")
+    p.add_argument("--max-vram", metavar="BYTES", help="with --offload-to-cpu on a GPU: graph segments of at most this "
+                                                       "much memory, e.g. 6GiB")
     p.add_argument("--mmap", action="store_true", help="read the weight files through mmap")
 
 

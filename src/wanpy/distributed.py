@@ -43,7 +43,7 @@ Status = Literal["done", "failed", "cancelled"]
 # the files of a model set; every other key of ``models`` is a WanPipeline load setting
 MODEL_FILES = ("diffusion_model", "vae", "text_encoder", "high_noise_diffusion_model", "clip_vision", "tiny_vae")
 LOAD_SETTINGS = ("flash_attention", "vae_tiling", "offload_to_cpu", "keep_vae_on_cpu", "n_threads", "device",
-                 "preflight", "mmap", "vae_conv_direct", "tiny_vae_use")
+                 "preflight", "mmap", "vae_conv_direct", "tiny_vae_use", "max_vram")
 RESOURCE_NAMES = ("CPU", "GPU")  # others are the cluster's custom resources, passed as they are
 CANCEL_WAIT_SECONDS = 300.0  # how long an interrupted batch waits for its workers' next step
 START_TIMEOUT_S = 1800.0  # how long a worker may take to be placed and load the models

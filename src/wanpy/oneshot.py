@@ -41,7 +41,7 @@ def generate_video(prompt: str, *, diffusion_model: PathArg, vae: PathArg, text_
                    flash_attention: bool = False, offload_to_cpu: bool = False, keep_vae_on_cpu: bool = False,
                    n_threads: int | None = None, device: Device | int | None = None, mmap: bool = False,
                    vae_conv_direct: bool = False, diffusion_conv_direct: bool = False,
-                   tiny_vae: PathArg | None = None, tiny_vae_use: str = "decode",
+                   tiny_vae: PathArg | None = None, tiny_vae_use: str = "decode", max_vram: int | str | None = None,
                    output: str | os.PathLike[str] | None = None, progress: bool = True,
                    callback: Callable[[Progress], Any] | None = None,
                    **options: Unpack[RequestOptions]) -> Video:
@@ -55,9 +55,9 @@ def generate_video(prompt: str, *, diffusion_model: PathArg, vae: PathArg, text_
 
     check_options(options, "generate_video")
     files = check_model_files(diffusion_model, vae, text_encoder, high_noise_diffusion_model, clip_vision, tiny_vae)
-    settings = {"flash_attention": check_bool("flash_attention", flash_attention),
+    settings: dict[str, Any] = {"flash_attention": check_bool("flash_attention", flash_attention),
                 "offload_to_cpu": check_bool("offload_to_cpu", offload_to_cpu),
-                "keep_vae_on_cpu": check_bool("keep_vae_on_cpu", keep_vae_on_cpu)}
+                "keep_vae_on_cpu": check_bool("keep_vae_on_cpu", keep_vae_on_cpu), "max_vram": max_vram}
     fixed = {"mmap": check_bool("mmap", mmap), "vae_conv_direct": check_bool("vae_conv_direct", vae_conv_direct)}
     use = check_tiny_vae_use(tiny_vae_use)
     check_diffusion_conv_direct(diffusion_conv_direct)
@@ -82,7 +82,7 @@ def generate_video(prompt: str, *, diffusion_model: PathArg, vae: PathArg, text_
                             end_image=request.end_image is not None, flash_attention=settings["flash_attention"],
                             offload_to_cpu=settings["offload_to_cpu"], keep_vae_on_cpu=settings["keep_vae_on_cpu"],
                             preview=request.preview, vae_conv_direct=fixed["vae_conv_direct"],
-                            tiny_vae=files["tiny_vae"], tiny_vae_use=use)
+                            tiny_vae=files["tiny_vae"], tiny_vae_use=use, max_vram=max_vram)
         settings.update({k: choice.settings[k] for k in LOAD_SETTINGS})
         request = dataclasses.replace(request, fit="strict", vae_tiling=choice.settings["vae_tiling"],
                                       tile_size=choice.settings["tile_size"])

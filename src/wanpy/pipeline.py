@@ -27,7 +27,7 @@ from wanpy.native_lock import native
 from wanpy.progress import GenerationMonitor, LoadingBar, Progress
 from wanpy.request import GenerationRequest, RequestOptions, build_request, check_loras, check_options
 from wanpy.system import Device, backend_warnings, devices, resolve_device
-from wanpy.validation import check_bool, check_int, check_parse_stack, check_tiny_vae_use
+from wanpy.validation import check_bool, check_int, check_max_vram, check_parse_stack, check_tiny_vae_use
 from wanpy.video import Video
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ logger = logging.getLogger("wanpy")
 __all__ = ["BackendFallbackWarning", "WanPipeline"]
 
 # settings fixed when the weights load, which fit="auto" may change (then the weights reload)
-LOAD_SETTINGS = ("flash_attention", "keep_vae_on_cpu", "offload_to_cpu")
+LOAD_SETTINGS = ("flash_attention", "keep_vae_on_cpu", "offload_to_cpu", "max_vram")
 
 
 class BackendFallbackWarning(RuntimeWarning):
@@ -71,6 +71,11 @@ class WanPipeline:
             instead of the VAE (far less memory and time; the VAE's weights are then not loaded).
         tiny_vae_use: "decode" (the default, as above) or "preview": the VAE decodes the video and
             the tiny VAE only the previews (``preview="tae"``).
+        max_vram: a device-memory budget (bytes, or "6GiB") for the diffusion model, the text
+            encoder and CLIP vision: sd.cpp cuts their graphs into segments of at most this size and
+            streams each segment's weights from RAM (needs ``offload_to_cpu=True`` and a GPU). The
+            pre-flight predicts the segments with sd.cpp's own planner and refuses a budget below the
+            largest one; the VAE is not segmented (tile it). Slower: every step streams the weights.
         n_threads: CPU threads (default: physical cores).
         device: a ``wanpy.Device`` or its index (default: the first GPU, else the CPU).
         preflight: check that the weights fit the device before loading them.
@@ -85,7 +90,7 @@ class WanPipeline:
                  keep_vae_on_cpu: bool = False, n_threads: int | None = None, device: Device | int | None = None,
                  preflight: bool = True, progress: bool = True, mmap: bool = False, vae_conv_direct: bool = False,
                  diffusion_conv_direct: bool = False, tiny_vae: PathArg | None = None,
-                 tiny_vae_use: str = "decode") -> None:
+                 tiny_vae_use: str = "decode", max_vram: int | str | None = None) -> None:
         self._ctx: _core.Context | None = None
         self._stops: set[threading.Event] = set()  # one per generation running or waiting: cancel() sets them
         self._stops_lock = threading.Lock()
@@ -108,6 +113,8 @@ class WanPipeline:
             "n_threads", n_threads, minimum=1, maximum=1024)
         devs = devices()  # on Vulkan each enumeration creates an instance: once per pipeline
         self.device = resolve_device(device, devs)
+        self.max_vram = check_max_vram(max_vram, offload_to_cpu=self.offload_to_cpu,
+                                       is_cpu=self.device.type == "cpu")
         for message in backend_warnings(_core.BACKEND, devs):
             warnings.warn(message, BackendFallbackWarning, stacklevel=2)
         if self.preflight:
@@ -132,7 +139,8 @@ class WanPipeline:
                 "high_noise_diffusion_model": f["high_noise_diffusion_model"], "clip_vision": f["clip_vision"],
                 "flash_attention": self.flash_attention, "offload_to_cpu": self.offload_to_cpu,
                 "keep_vae_on_cpu": self.keep_vae_on_cpu, "device": self.device,
-                "vae_conv_direct": self.vae_conv_direct, "tiny_vae": f["tiny_vae"], "tiny_vae_use": self.tiny_vae_use}
+                "vae_conv_direct": self.vae_conv_direct, "tiny_vae": f["tiny_vae"], "tiny_vae_use": self.tiny_vae_use,
+                "max_vram": self.max_vram}
 
     def check_fits(self, request: GenerationRequest) -> Preflight:
         """``request``'s pre-flight on this pipeline's device, without generating (a service refusing
@@ -216,7 +224,8 @@ class WanPipeline:
                 return _core.Context(
                     diffusion_model=f["diffusion_model"], high_noise_diffusion_model=f["high_noise_diffusion_model"],
                     vae=f["vae"], t5xxl=f["text_encoder"], clip_vision=f["clip_vision"], tiny_vae=f["tiny_vae"],
-                    tiny_vae_preview_only=self.tiny_vae_use == "preview", n_threads=self.n_threads,
+                    tiny_vae_preview_only=self.tiny_vae_use == "preview",
+                    max_vram_gib=0.0 if self.max_vram is None else self.max_vram / 2**30, n_threads=self.n_threads,
                     vae_decode_only=False,  # video mode needs the VAE encoder (and I2V encodes images)
                     flash_attention=self.flash_attention, offload_params_to_cpu=self.offload_to_cpu,
                     keep_vae_on_cpu=self.keep_vae_on_cpu, keep_clip_on_cpu=False, enable_mmap=self.mmap,
@@ -377,6 +386,7 @@ class WanPipeline:
                 "offload_to_cpu": self.offload_to_cpu, "keep_vae_on_cpu": self.keep_vae_on_cpu,
                 "mmap": self.mmap, "vae_conv_direct": self.vae_conv_direct, "n_threads": self.n_threads,
                 "tiny_vae_use": None if self.files["tiny_vae"] is None else self.tiny_vae_use,
+                "max_vram": self.max_vram,
                 "device": self.device.name, "backend": _core.BACKEND,
                 "model_files": dict(self.files)}
 

@@ -120,7 +120,7 @@ OPTION_NAMES = frozenset(RequestOptions.__optional_keys__)
 LOAD_SETTINGS = frozenset({"flash_attention", "offload_to_cpu", "keep_vae_on_cpu", "n_threads", "device",
                            "diffusion_model", "vae", "text_encoder", "high_noise_diffusion_model",
                            "clip_vision", "mmap", "vae_conv_direct", "diffusion_conv_direct", "tiny_vae",
-                           "tiny_vae_use"})
+                           "tiny_vae_use", "max_vram"})
 
 
 def check_options(options: Mapping[str, Any], where: str) -> None:

@@ -348,3 +348,27 @@ def _check_video_shape(name: str, shape: tuple[int, ...], num_frames: int, width
     if (w, h) != (width, height):
         raise ValueError(f"{name} is {w}x{h} but the video is {width}x{height}: resize it first "
                          "(wanpy does not resize silently)")
+
+
+def check_max_vram(max_vram: Any, *, offload_to_cpu: bool, is_cpu: bool) -> int | None:
+    """A ``max_vram`` budget in bytes (an int or "6GiB"), None for none. sd.cpp applies it only to
+    weights kept in RAM (``offload_to_cpu=True``) on a device that is not the CPU, and holds it as a
+    float number of GiB: a budget that float cannot hold exactly is refused (nothing is rounded)."""
+    if max_vram is None:
+        return None
+    from wanpy.units import parse_bytes
+
+    try:
+        budget = parse_bytes(max_vram)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"max_vram: {exc}") from None
+    if not offload_to_cpu:
+        raise ValueError(f"max_vram={max_vram!r} needs offload_to_cpu=True: sd.cpp streams the weights from RAM to "
+                         "the device segment by segment, and without offloading it ignores the budget")
+    if is_cpu:
+        raise ValueError(f"max_vram={max_vram!r} budgets a GPU's memory; on the CPU sd.cpp ignores it (the weights "
+                         "are already in RAM)")
+    if float(np.float32(budget / 2**30)) * 2**30 != budget:
+        raise ValueError(f"max_vram={max_vram!r}: sd.cpp holds the budget as a float number of GiB, which cannot "
+                         f"hold {budget:,} bytes exactly; give a whole number of MiB (e.g. {budget // 2**20}MiB)")
+    return budget

@@ -7,6 +7,8 @@ allocations, phase totals, the verdict and, when it does not fit, what would.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import time
 from dataclasses import dataclass
@@ -20,7 +22,9 @@ from wanpy.memory.suggest import suggest as suggestions_for
 from wanpy.memory.target import Target, target
 from wanpy.system import Device
 from wanpy.units import format_bytes
-from wanpy.validation import check_num_frames, check_preview, check_size, check_tiles, check_tiny_vae_use
+from wanpy.validation import (
+    check_max_vram, check_num_frames, check_preview, check_size, check_tiles, check_tiny_vae_use,
+)
 
 __all__ = ["Prepared", "build_report", "check_flags", "prepare", "preflight"]
 
@@ -49,14 +53,14 @@ def preflight(model: PathArg, *, width: int, height: int, num_frames: int,
               end_image: bool = False, tile_size: tuple[int, int] | None = None, tile_overlap: float = 0.5,
               preview: str | None = None, suggest: bool = True, weights_only: bool = False,
               vae_conv_direct: bool = False, tiny_vae: PathArg | None = None,
-              tiny_vae_use: str = "decode") -> Preflight:
+              tiny_vae_use: str = "decode", max_vram: int | str | None = None) -> Preflight:
     """What a generation will allocate, and whether it fits, before loading anything.
 
     Args:
         model: a Wan DiT file (GGUF or safetensors; only its header is read) or a preset:
             ``wan2.1-t2v-1.3b``, ``wan2.2-ti2v-5b``, ``wan2.x-t2v-14b`` (= ``wan2.1-t2v-14b``),
             ``wan2.1-i2v-14b``, ``wan2.1-flf2v-14b``, ``wan2.2-t2v-a14b``, ``wan2.2-i2v-a14b``,
-            optionally with a weight dtype: ``wan2.x-t2v-14b:q4_k`` (default f16).
+            ``wan2.1-vace-1.3b``, ``wan2.1-vace-14b``, ``wan2.2-vace-fun-a14b``, optionally with a weight dtype: ``wan2.x-t2v-14b:q4_k`` (default f16).
         width, height, num_frames: the request (num_frames 4k+1, sizes as the family needs).
         flash_attention, vae_tiling, offload_to_cpu, keep_vae_on_cpu: as for ``WanPipeline``.
         text_encoder: umt5-xxl file, or the preset ``"umt5-xxl[:dtype]"``; None: no text
@@ -74,6 +78,9 @@ def preflight(model: PathArg, *, width: int, height: int, num_frames: int,
         vae_conv_direct: as for ``WanPipeline`` (the VAE's graphs with direct convolutions).
         tiny_vae, tiny_vae_use: as for ``WanPipeline``: a TAEHV file that encodes and decodes
             instead of the VAE ("decode") or decodes the previews only ("preview").
+        max_vram: as for ``WanPipeline`` (with ``offload_to_cpu=True``): the DiT's, the text
+            encoder's and CLIP vision's graphs are planned into segments by sd.cpp's own planner;
+            a budget below the largest segment does not fit.
         suggest: compute ``suggestions`` (alternatives re-measured to fit).
         weights_only: only the weights and the load phase (what a pipeline checks before
             loading; the size arguments are then only used for validation).
@@ -89,7 +96,8 @@ def preflight(model: PathArg, *, width: int, height: int, num_frames: int,
         offload_to_cpu=offload_to_cpu, keep_vae_on_cpu=keep_vae_on_cpu, device=device,
         max_allocation=max_allocation, total_memory=total_memory, clip_vision=clip_vision,
         init_image=init_image, end_image=end_image, tile_size=tile_size, tile_overlap=tile_overlap,
-        preview=preview, vae_conv_direct=vae_conv_direct, tiny_vae=tiny_vae, tiny_vae_use=tiny_vae_use)
+        preview=preview, vae_conv_direct=vae_conv_direct, tiny_vae=tiny_vae, tiny_vae_use=tiny_vae_use,
+        max_vram=max_vram)
     return build_report(p, p.config, started, suggest=suggest, weights_only=weights_only)
 
 
@@ -107,7 +115,7 @@ def prepare(model: PathArg, *, width: int, height: int, num_frames: int, flash_a
             init_image: bool, end_image: bool, tile_size: tuple[int, int] | None,
             tile_overlap: float, tiling_may_follow: bool = False, preview: str | None = None,
             vae_conv_direct: bool = False, tiny_vae: PathArg | None = None,
-            tiny_vae_use: str = "decode") -> Prepared:
+            tiny_vae_use: str = "decode", max_vram: int | str | None = None) -> Prepared:
     """The validated request, its measuring session and its target device."""
     check_flags(flash_attention=flash_attention, vae_tiling=vae_tiling, offload_to_cpu=offload_to_cpu,
                 keep_vae_on_cpu=keep_vae_on_cpu, init_image=init_image, end_image=end_image,
@@ -124,7 +132,9 @@ def prepare(model: PathArg, *, width: int, height: int, num_frames: int, flash_a
     cfg = Config(width, height, num_frames, flash_attention, vae_tiling, offload_to_cpu, keep_vae_on_cpu,
                  init_image, end_image, tile_size, tile_overlap, check_preview(preview) in ("vae", "tae"),
                  vae_conv_direct, None if tiny_vae is None else use)
-    return Prepared(s, cfg, target(device, max_allocation, total_memory), src.label, dit.size_multiple)
+    t = target(device, max_allocation, total_memory)
+    cfg = dataclasses.replace(cfg, max_vram=check_max_vram(max_vram, offload_to_cpu=offload_to_cpu, is_cpu=t.is_cpu))
+    return Prepared(s, cfg, t, src.label, dit.size_multiple)
 
 
 def build_report(p: Prepared, cfg: Config, started: float, *, suggest: bool,
@@ -144,7 +154,7 @@ def build_report(p: Prepared, cfg: Config, started: float, *, suggest: bool,
               "vae_conv_direct": cfg.vae_conv_direct,
               "offload_to_cpu": cfg.offload_to_cpu, "keep_vae_on_cpu": cfg.keep_vae_on_cpu,
               "init_image": cfg.init_image, "end_image": cfg.end_image, "tile_size": cfg.tile_size,
-              "tile_overlap": cfg.tile_overlap, "model": p.label, "alignment": t.alignment,
+              "tile_overlap": cfg.tile_overlap, "max_vram": cfg.max_vram, "model": p.label, "alignment": t.alignment,
               "buffer_max_size": t.buffer_max_size}
     return Preflight(e.fits, e.largest, t.max_allocation, t.total_memory, e.allocations, e.phases, e.peak,
                      suggestions, e.problems, f"{e.desc} ({p.label})", t.name, params,

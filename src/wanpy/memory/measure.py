@@ -18,7 +18,7 @@ from wanpy.memory.report import Allocation, PhaseTotal
 from wanpy.memory.target import Target
 from wanpy.units import format_bytes
 
-__all__ = ["Config", "Evaluation", "Measurement", "evaluate", "host_video_bytes", "measure"]
+__all__ = ["Config", "Evaluation", "Measurement", "evaluate", "host_video_bytes", "measure", "smallest_budget"]
 
 _TILE_ENCODE_FACTOR = 1.30539  # sd.cpp's VAE::get_tile_sizes for encoding
 
@@ -41,6 +41,7 @@ class Config:
     preview_vae: bool = False  # VAE previews decode while the DiT samples: both compute buffers at once
     vae_conv_direct: bool = False  # the VAE's Conv2d as ggml_conv_2d_direct (no im2col buffers)
     tiny_vae: str | None = None  # a TAEHV's use: "decode" (instead of the VAE) or "preview" (previews only)
+    max_vram: int | None = None  # sd.cpp's graph-cut budget (bytes; with offload_to_cpu on a GPU)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Measurement:
     phases: tuple[PhaseTotal, ...]
     desc: str
     host_problem: str | None = None
+    budget_problems: tuple[str, ...] = ()  # max_vram below a graph's largest segment
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class _Graph:
     component: str
     measured: dict[str, Any]
     tokens: int = 0  # a DiT graph's video tokens (the feed-forward block's rows)
+    plan: dict[str, Any] | None = None  # with max_vram: sd.cpp's graph-cut plan of this graph
 
 
 def host_video_bytes(width: int, height: int, num_frames: int) -> int:
@@ -161,23 +164,62 @@ def measure(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Measu
 
     phases = [load]
     graphs = _graphs(s, cfg, t, dit, weights_only)
+    # a graph run in segments never has its whole weights on the device: each segment streams its own
+    streamed = {g.component for g in graphs if g.plan is not None and g.plan["segmented"]}
+    allocs = [dataclasses.replace(a, on_device=False) if a.phase == "load" and a.component in streamed else a
+              for a in allocs]
     previews = _preview_buffer(s, cfg, t, dit, graphs)
+    budget_problems = []
     for g in graphs:
         total, largest = int(g.measured["total"]), int(g.measured["largest"])
         dev = g.component not in on_host
         m = g.measured
-        allocs.append(Allocation(f"{g.component} compute buffer", g.phase, _buffer(total, largest, t.chunk),
-                                 g.component, "compute buffer", buffer_total=total, on_device=dev))
+        if g.plan is None:
+            allocs.append(Allocation(f"{g.component} compute buffer", g.phase, _buffer(total, largest, t.chunk),
+                                     g.component, "compute buffer", buffer_total=total, on_device=dev))
+        else:
+            allocs.extend(_segment_allocations(g, t))
+            if cfg.max_vram is not None and g.plan["smallest_budget"] > cfg.max_vram:
+                budget_problems.append(
+                    f"max_vram={format_bytes(cfg.max_vram)} is below what {g.component}'s largest graph segment needs "
+                    f"in {g.phase}: {format_bytes(g.plan['smallest_budget'])} ({g.plan['smallest_budget']:,} B, "
+                    f"sd.cpp's own measure of it); sd.cpp would refuse to run it")
         name = f"{g.component} {m['op'].lower()} {m['type']} {_shape(m['shape'])}{_chunked(g, dit)}"
         allocs.append(Allocation(name, g.phase, largest, g.component, "tensor", tuple(m["shape"]), m["type"], total,
                                  dev))
-        device, host = _phase_memory(g, total, weights, on_host, cfg.offload_to_cpu)
+        if g.plan is not None:  # the weights stream in per segment: the plan's peak is the whole phase's
+            device, host = int(g.plan["device_peak"]), 0
+        else:
+            device, host = _phase_memory(g, total, weights, on_host, cfg.offload_to_cpu)
         if previews and g.phase.endswith("sampling"):  # a VAE preview decodes inside the step
             preview = _phase_memory(_Graph(g.phase, _preview_decoder(cfg), {}), previews, weights, on_host,
                                     cfg.offload_to_cpu)
             device, host = device + preview[0], host + preview[1]
         phases.append(PhaseTotal(g.phase, resident + device, host_weights + host))
-    return Measurement(tuple(allocs), tuple(phases), desc)
+    return Measurement(tuple(allocs), tuple(phases), desc, budget_problems=tuple(budget_problems))
+
+
+def _segment_allocations(g: _Graph, t: Target) -> list[Allocation]:
+    """A graph run under max_vram: its largest segment's streamed weights, compute buffer and the cache
+    of hidden states kept between segments (or, when the budget merges every segment, sd.cpp's ordinary
+    path: all the weights and one compute buffer)."""
+    p, c = g.plan, g.component
+    assert p is not None
+    if not p["segmented"]:
+        return [Allocation(f"{c} weights (max_vram: one segment, all offloaded at once)", g.phase,
+                           _buffer(int(p["largest_params"]), int(p["largest_params"]), t.chunk), c, "weights buffer",
+                           buffer_total=int(p["largest_params"])),
+                Allocation(f"{c} compute buffer (max_vram: one segment, every cut kept)", g.phase,
+                           _buffer(int(p["largest_compute"]), int(g.measured["largest"]), t.chunk), c,
+                           "compute buffer", buffer_total=int(p["largest_compute"]))]
+    n = int(p["segments"])
+    return [Allocation(f"{c} segment weights, streamed (largest of {n} segments)", g.phase,
+                       int(p["largest_params"]), c, "segment weights", buffer_total=int(p["largest_params"])),
+            Allocation(f"{c} segment compute buffer (largest of {n})", g.phase,
+                       _buffer(int(p["largest_compute"]), int(g.measured["largest"]), t.chunk), c,
+                       "segment compute buffer", buffer_total=int(p["largest_compute"])),
+            Allocation(f"{c} hidden states kept between segments", g.phase, int(p["largest_cache"]), c,
+                       "segment cache", buffer_total=int(p["largest_cache"]))]
 
 
 def _first_stage(cfg: Config) -> str:
@@ -225,10 +267,14 @@ def _graphs(s: Any, cfg: Config, t: Target, dit: DitShape, weights_only: bool) -
     fa, al, ch = cfg.flash_attention, t.alignment, t.chunk
     has_te = s.has(COMPONENTS["text_encoder"].graph_prefix)
     graphs: list[_Graph] = []
+    # with max_vram, the graphs sd.cpp cuts into segments (the DiT's, T5's, CLIP vision's) are planned too
+    budget = cfg.max_vram if cfg.max_vram is not None and cfg.offload_to_cpu and not t.is_cpu else None
     if has_te and not weights_only:
-        graphs.append(_Graph("text encoding", "text_encoder", s.t5_graph(TEXT_ENCODER.tokens, fa, al, ch)))
+        graphs.append(_Graph("text encoding", "text_encoder", s.t5_graph(TEXT_ENCODER.tokens, fa, al, ch),
+                             plan=None if budget is None else s.t5_plan(TEXT_ENCODER.tokens, fa, al, ch, budget)))
     if dit.clip_images and (cfg.init_image or cfg.end_image):
-        graphs.append(_Graph("clip vision", "clip_vision", s.clip_vision_graph(fa, al, ch)))
+        graphs.append(_Graph("clip vision", "clip_vision", s.clip_vision_graph(fa, al, ch),
+                             plan=None if budget is None else s.clip_vision_plan(fa, al, ch, budget)))
     if weights_only:
         return graphs
     scale = dit.vae.spatial_scale
@@ -259,13 +305,12 @@ def _graphs(s: Any, cfg: Config, t: Target, dit: DitShape, weights_only: bool) -
     ceiling = t.max_allocation or 0  # the DiT chunks its feed-forward block above it, as a real run does
     pt, ph, pw = dit.patch_size
     tokens = t_in // pt * (h // ph) * (w // pw)
-    if s.has(COMPONENTS["high_noise_diffusion_model"].graph_prefix):
-        graphs.append(_Graph("high-noise sampling", "high_noise_diffusion_model",
-                             s.dit_graph(True, x, context, clip_fea, c_concat, vace, steps_in, fa, al, ch, ceiling),
-                             tokens))
-    graphs.append(_Graph("sampling", "diffusion_model",
-                         s.dit_graph(False, x, context, clip_fea, c_concat, vace, steps_in, fa, al, ch, ceiling),
-                         tokens))
+    experts = [True, False] if s.has(COMPONENTS["high_noise_diffusion_model"].graph_prefix) else [False]
+    for high in experts:
+        args = (high, x, context, clip_fea, c_concat, vace, steps_in, fa, al, ch, ceiling)
+        graphs.append(_Graph("high-noise sampling" if high else "sampling",
+                             "high_noise_diffusion_model" if high else "diffusion_model", s.dit_graph(*args), tokens,
+                             plan=None if budget is None else s.dit_plan(*args, budget)))
     graphs.append(_Graph("VAE decode", _first_stage(cfg), _vae(s, True, cfg, t, w, h, t_lat, dit)))
     return graphs
 
@@ -295,12 +340,22 @@ def _vae(s: Any, decode: bool, cfg: Config, t: Target, w: int, h: int, frames: i
     return result
 
 
+def smallest_budget(s: Any, cfg: Config, t: Target) -> int:
+    """The smallest max_vram under which sd.cpp plans every segmented graph of ``cfg`` (weights
+    offloaded): the largest single segment's need, by sd.cpp's own measure."""
+    probe = dataclasses.replace(cfg, offload_to_cpu=True, max_vram=t.total_memory or 2**40)
+    dit = DITS[s.dit_desc(False)]
+    return max((int(g.plan["smallest_budget"]) for g in _graphs(s, probe, t, dit, False) if g.plan is not None),
+               default=0)
+
+
 def evaluate(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Evaluation:
     """``measure`` judged against the target's ceiling and memory."""
     m = measure(s, cfg, t, weights_only)
     largest = min([a for a in m.allocations if a.on_device] or m.allocations, key=_largest_first)
     peak = max(p.device for p in m.phases)
     problems = [m.host_problem] if m.host_problem else []
+    problems.extend(m.budget_problems)
     if t.max_allocation is not None and largest.nbytes > t.max_allocation:
         a = largest
         problems.append(f"{a.name} ({a.phase}) needs {format_bytes(a.nbytes)} ({a.nbytes:,} B) in one allocation; "

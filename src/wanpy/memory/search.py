@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from wanpy.memory.measure import Config, evaluate
+from wanpy.memory.measure import Config, evaluate, smallest_budget
 from wanpy.memory.target import Target
 
 __all__ = ["FIT_SETTINGS", "Search", "candidates", "changes", "choose", "largest_fitting"]
 
-FIT_SETTINGS = ("flash_attention", "vae_tiling", "tile_size", "keep_vae_on_cpu", "offload_to_cpu")
+FIT_SETTINGS = ("flash_attention", "vae_tiling", "tile_size", "keep_vae_on_cpu", "offload_to_cpu", "max_vram")
+_MIB = 2**20  # budgets are whole MiB: sd.cpp holds max_vram as a float of GiB, exact for those
 
 # The largest VAE tile (latent pixels) the search tries below sd.cpp's default of 32.
 _LARGEST_SMALLER_TILE = 31
@@ -47,12 +48,16 @@ def largest_fitting(ok: Callable[[int], bool], upper: int, start: int = 0) -> in
     return lo
 
 
-def candidates(cfg: Config, t: Target, fits: Callable[[Config], bool]) -> Iterator[Config]:
+def candidates(cfg: Config, t: Target, fits: Callable[[Config], bool],
+               budget_floor: Callable[[Config], int] | None = None) -> Iterator[Config]:
     """Setting sets in order of cost, cheapest first; never turns a setting off.
 
     Flash attention computes the same attention and is the cheapest; VAE tiling at sd.cpp's
     default tile next; then smaller tiles (more of them, slower); then the VAE on the CPU;
-    then offloading the weights (slowest). ``fits(cfg)`` decides tile bisections."""
+    then offloading the weights (slowest); last, on a GPU of known memory, a ``max_vram`` budget
+    with the weights offloaded: the largest (fewest segments, fastest) whose peak fits.
+    ``fits(cfg)`` decides tile and budget bisections; ``budget_floor(cfg)``, the smallest budget sd.cpp
+    can plan (without it no budget is tried)."""
     cheap = [n for n in ("flash_attention", "vae_tiling") if not getattr(cfg, n)]
     costly = [] if t.is_cpu else [n for n in ("keep_vae_on_cpu", "offload_to_cpu") if not getattr(cfg, n)]
     for tier in range(1 << len(costly)):
@@ -68,6 +73,22 @@ def candidates(cfg: Config, t: Target, fits: Callable[[Config], bool]) -> Iterat
                                     start=_SMALLEST_TILE)
                 if n is not None:
                     yield dataclasses.replace(c, tile_size=(n, n))
+    if budget_floor is None or t.is_cpu or t.total_memory is None or cfg.max_vram is not None:
+        return
+    for c in subsets:  # the last tier: every costly setting on, so the weights are offloaded
+        if c.offload_to_cpu:
+            yield from _budgets(c, t, fits, budget_floor(c))
+
+
+def _budgets(cfg: Config, t: Target, fits: Callable[[Config], bool], floor: int) -> Iterator[Config]:
+    """``cfg`` with the largest whole-MiB max_vram up to the device's memory that fits, when one does
+    (a larger budget merges more segments: fewer weight transfers, more memory)."""
+    assert t.total_memory is not None
+    lowest = -(-floor // _MIB)
+    n = largest_fitting(lambda mib: fits(dataclasses.replace(cfg, max_vram=mib * _MIB)), t.total_memory // _MIB,
+                        start=lowest)
+    if n is not None:
+        yield dataclasses.replace(cfg, max_vram=n * _MIB)
 
 
 def _turned_on(cfg: Config, names: list[str]) -> Config:
@@ -88,7 +109,7 @@ def choose(s: Any, cfg: Config, t: Target) -> Search:
             measured[c] = evaluate(s, c, t).fits
         return measured[c]
 
-    chosen = next((c for c in candidates(cfg, t, fits) if fits(c)), None)
+    chosen = next((c for c in candidates(cfg, t, fits, lambda c: smallest_budget(s, c, t)) if fits(c)), None)
     return Search(chosen, len(measured))
 
 

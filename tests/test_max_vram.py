@@ -1,0 +1,144 @@
+"""max_vram: sd.cpp's graph-cut segments with the weights streamed from RAM. Refused where sd.cpp would
+ignore it or cannot hold it, planned by the pre-flight with sd.cpp's own planner (the segments, the largest
+segment, the device peak), refused below the largest segment, chosen by fit="auto" as its last step, and on
+a real Vulkan driver (lavapipe) a run under a budget passes with exactly the planned segments, while one
+below the largest segment fails cleanly with the process alive (patch 0008)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+import wanpy
+from conftest import run_python
+from wanpy.testing import cached_model_set
+
+MiB = 2**20
+GPU = dict(max_allocation="4GiB", offload_to_cpu=True, flash_attention=True)  # a modelled Vulkan device
+SIZE = dict(width=64, height=64, num_frames=9)
+
+
+@pytest.fixture(scope="module")
+def t2v():
+    return cached_model_set(variant="wan2.1-t2v-1.3b", dtype="q4_0", seed=0)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"max_vram": "6GiB"}, "max_vram='6GiB' needs offload_to_cpu=True"),
+    ({"max_vram": "6GiB", "offload_to_cpu": True}, "on the CPU sd.cpp ignores it"),
+    ({"max_vram": "lots", "offload_to_cpu": True}, "max_vram: not a size"),
+])
+def test_a_budget_sdcpp_would_ignore_or_cannot_hold_is_refused_before_loading(t2v, load_spy, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        wanpy.WanPipeline(t2v.diffusion_model, t2v.vae, **kwargs)
+    assert load_spy == []
+
+
+def test_a_budget_sdcpp_cannot_hold_exactly_is_refused(t2v):
+    with pytest.raises(ValueError, match=r"cannot hold 1,000,000,001 bytes exactly; give a whole number of MiB"):
+        wanpy.preflight(t2v.diffusion_model, vae=t2v.vae, max_vram=1_000_000_001, **GPU, **SIZE)
+
+
+def _plan(report: wanpy.Preflight, kind: str) -> int:
+    return next(a.nbytes for a in report.allocations if a.phase == "sampling" and a.kind == kind)
+
+
+def test_the_preflight_plans_segments_and_refuses_a_budget_below_the_largest(t2v):
+    whole = wanpy.preflight(t2v.diffusion_model, vae=t2v.vae, **GPU, **SIZE)
+    roomy = wanpy.preflight(t2v.diffusion_model, vae=t2v.vae, max_vram="512MiB", **GPU, **SIZE)
+    tight = wanpy.preflight(t2v.diffusion_model, vae=t2v.vae, max_vram="32MiB", **GPU, **SIZE)
+    assert whole.fits and roomy.fits
+    # streamed per segment: the sampling phase holds one segment's weights, not all 30 blocks'
+    whole_peak, roomy_peak = (next(p.device for p in r.phases if p.phase == "sampling") for r in (whole, roomy))
+    assert roomy_peak < whole_peak
+    assert _plan(roomy, "segment weights") < next(a.buffer_total for a in whole.allocations
+                                                  if a.kind == "weights buffer" and a.component == "diffusion_model")
+    assert not tight.fits
+    problem = next(p for p in tight.problems if "max_vram" in p)
+    needed = int(re.search(r"\(([\d,]+) B, sd.cpp's own measure", problem).group(1).replace(",", ""))
+    assert 32 * MiB < needed < 512 * MiB
+    # the smallest budget the pre-flight names fits, one MiB less does not
+    at = wanpy.preflight(t2v.diffusion_model, vae=t2v.vae, max_vram=-(-needed // MiB) * MiB, **GPU, **SIZE)
+    below = wanpy.preflight(t2v.diffusion_model, vae=t2v.vae, max_vram=(needed // MiB) * MiB, **GPU, **SIZE)
+    assert at.fits and not below.fits
+
+
+def test_fit_auto_chooses_the_largest_budget_whose_peak_fits(t2v):
+    whole = wanpy.preflight(t2v.diffusion_model, vae=t2v.vae, vae_tiling=True, **GPU, **SIZE)
+    peak_without_budget = max(p.device for p in whole.phases)
+    vae_peak = next(p.device for p in whole.phases if p.phase == "VAE decode")
+    memory = (vae_peak + peak_without_budget) // 2  # the VAE fits, the whole DiT does not
+    assert vae_peak < memory < peak_without_budget
+    choice = wanpy.choose_fit(t2v.diffusion_model, vae=t2v.vae, total_memory=memory, vae_tiling=True, **GPU, **SIZE)
+    budget = choice.settings["max_vram"]
+    assert budget is not None and budget % MiB == 0 and choice.report.fits
+    assert choice.changed["max_vram"] == (None, budget)
+    # the largest whole-MiB budget up to the device's memory: that, or one MiB more would not fit
+    assert budget <= memory
+    if budget < memory // MiB * MiB:
+        assert not wanpy.preflight(t2v.diffusion_model, vae=t2v.vae, total_memory=memory, vae_tiling=True,
+                                   max_vram=budget + MiB, **GPU, **SIZE).fits
+    assert "segment weights" in {a.kind for a in choice.report.allocations}
+
+
+# --- on a real Vulkan driver --------------------------------------------------------------------------
+CASE = """
+import json, wanpy
+from wanpy import _logging
+from wanpy.testing import cached_model_set
+m = cached_model_set(variant="wan2.1-t2v-1.3b", dtype="q4_0", seed=0)
+budget = {budget}
+settings = dict(flash_attention=True, offload_to_cpu=True, keep_vae_on_cpu=True)
+request = dict(width=32, height=32, num_frames=1)
+report = wanpy.preflight(m.diffusion_model, vae=m.vae, max_vram=budget, suggest=False, **settings, **request)
+out = {{"fits": report.fits, "problems": list(report.problems),
+       "planned": [[a.kind, a.nbytes] for a in report.allocations if a.phase == "sampling"],
+       "peak": next(p.device for p in report.phases if p.phase == "sampling")}}
+lines = []
+with wanpy.WanPipeline(m.diffusion_model, m.vae, n_threads=2, max_vram=budget, **settings) as pipe:
+    run = dict(steps=1, cfg_scale=1.0, seed=5, progress=False, **request)
+    with _logging.observe(lambda source, level, text: lines.append(text)):
+        try:
+            out["strict"] = list(pipe.generate_video("fox", **run).frames.shape)
+        except wanpy.AllocationTooLargeError as exc:
+            out["strict"] = ["refused", str(exc)[:300]]
+        try:
+            out["unchecked"] = list(pipe.generate_video("fox", preflight=False, **run).frames.shape)
+        except wanpy.GenerationError as exc:
+            out["unchecked"] = ["GenerationError", str(exc)[:300]]
+out["log"] = [l for l in lines if "graph cut" in l or "partial params" in l or "compute buffer size" in l
+              or "cache backend buffer" in l]
+print("RESULT " + json.dumps(out))
+"""
+
+
+def run_case(budget: int) -> dict:
+    result = run_python(CASE.format(budget=budget), env={"GGML_VK_VISIBLE_DEVICES": "0"}, timeout=2400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def _logged_mib(lines: list[str], pattern: str) -> list[float]:
+    return [float(m.group(1)) for line in lines for m in [re.search(pattern, line)] if m]
+
+
+@pytest.mark.vulkan
+@pytest.mark.slow
+def test_lavapipe_runs_the_planned_segments_and_fails_cleanly_below_the_largest():
+    fine = run_case(64 * MiB)  # below one block's need at 32x32: the finest split, refused
+    assert not fine["fits"] and fine["strict"][0] == "refused"
+    assert fine["unchecked"][0] == "GenerationError"  # patch 0008: sd.cpp refuses; the process lives on
+    assert any("refusing to exceed the budget" in line for line in fine["log"])
+    needed = int(re.search(r"\(([\d,]+) B, sd.cpp's own measure", " ".join(fine["problems"])).group(1)
+                 .replace(",", ""))
+    ok = run_case(-(-needed // MiB) * MiB)
+    assert ok["fits"] and ok["strict"] == ok["unchecked"] == [1, 32, 32, 3]
+    planned = dict(ok["planned"])
+    # sd.cpp's per-segment lines: the largest streamed weights and compute buffer are the predicted ones
+    params = _logged_mib(ok["log"], r"offload partial params \(\s*([\d.]+) MB")
+    assert params and abs(max(params) * MiB - planned["segment weights"]) <= 0.006 * MiB
+    compute = _logged_mib([l for l in ok["log"] if "Wan2.1" in l], r"compute buffer size: ([\d.]+) MB")
+    assert abs(max(compute) * MiB - planned["segment compute buffer"]) <= 0.006 * MiB
