@@ -13,6 +13,7 @@ import pytest
 
 import wanpy
 from conftest import run_python
+from wanpy.memory import refusal
 from wanpy.testing import cached_model_set
 
 MiB = 2**20
@@ -56,8 +57,10 @@ def test_the_preflight_plans_segments_and_refuses_a_budget_below_the_largest(t2v
     assert _plan(roomy, "segment weights") < next(a.buffer_total for a in whole.allocations
                                                   if a.kind == "weights buffer" and a.component == "diffusion_model")
     assert not tight.fits
-    problem = next(p for p in tight.problems if "max_vram" in p)
-    needed = int(re.search(r"\(([\d,]+) B, sd.cpp's own measure", problem).group(1).replace(",", ""))
+    needed = tight.max_vram_floor
+    assert needed is not None and f"({needed:,} B, sd.cpp's own measure" in " ".join(tight.problems)
+    error = refusal(tight)  # what a pipeline raises: the segment's need against the budget
+    assert (error.required, error.limit) == (needed, 32 * MiB)
     assert 32 * MiB < needed < 512 * MiB
     # the smallest budget the pre-flight names fits, one MiB less does not
     at = wanpy.preflight(t2v.diffusion_model, vae=t2v.vae, max_vram=-(-needed // MiB) * MiB, **GPU, **SIZE)
@@ -93,7 +96,7 @@ budget = {budget}
 settings = dict(flash_attention=True, offload_to_cpu=True, keep_vae_on_cpu=True)
 request = dict(width=32, height=32, num_frames=1)
 report = wanpy.preflight(m.diffusion_model, vae=m.vae, max_vram=budget, suggest=False, **settings, **request)
-out = {{"fits": report.fits, "problems": list(report.problems),
+out = {{"fits": report.fits, "problems": list(report.problems), "floor": report.max_vram_floor,
        "planned": [[a.kind, a.nbytes] for a in report.allocations if a.phase == "sampling"],
        "peak": next(p.device for p in report.phases if p.phase == "sampling")}}
 lines = []
@@ -132,8 +135,7 @@ def test_lavapipe_runs_the_planned_segments_and_fails_cleanly_below_the_largest(
     assert not fine["fits"] and fine["strict"][0] == "refused"
     assert fine["unchecked"][0] == "GenerationError"  # patch 0008: sd.cpp refuses; the process lives on
     assert any("refusing to exceed the budget" in line for line in fine["log"])
-    needed = int(re.search(r"\(([\d,]+) B, sd.cpp's own measure", " ".join(fine["problems"])).group(1)
-                 .replace(",", ""))
+    needed = fine["floor"]
     ok = run_case(-(-needed // MiB) * MiB)
     assert ok["fits"] and ok["strict"] == ok["unchecked"] == [1, 32, 32, 3]
     planned = dict(ok["planned"])

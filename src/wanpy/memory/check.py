@@ -158,4 +158,4 @@ def build_report(p: Prepared, cfg: Config, started: float, *, suggest: bool,
               "buffer_max_size": t.buffer_max_size}
     return Preflight(e.fits, e.largest, t.max_allocation, t.total_memory, e.allocations, e.phases, e.peak,
                      suggestions, e.problems, f"{e.desc} ({p.label})", t.name, params,
-                     time.perf_counter() - started)
+                     time.perf_counter() - started, e.max_vram_floor)

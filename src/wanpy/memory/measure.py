@@ -54,6 +54,7 @@ class Measurement:
     desc: str
     host_problem: str | None = None
     budget_problems: tuple[str, ...] = ()  # max_vram below a graph's largest segment
+    max_vram_floor: int | None = None  # with max_vram: the smallest budget sd.cpp can plan every graph with
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class Evaluation:
     peak: int
     problems: tuple[str, ...]
     desc: str
+    max_vram_floor: int | None = None
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,9 @@ def measure(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Measu
                                     cfg.offload_to_cpu)
             device, host = device + preview[0], host + preview[1]
         phases.append(PhaseTotal(g.phase, resident + device, host_weights + host))
-    return Measurement(tuple(allocs), tuple(phases), desc, budget_problems=tuple(budget_problems))
+    floors = [int(g.plan["smallest_budget"]) for g in graphs if g.plan is not None]
+    return Measurement(tuple(allocs), tuple(phases), desc, budget_problems=tuple(budget_problems),
+                       max_vram_floor=max(floors) if floors else None)
 
 
 def _segment_allocations(g: _Graph, t: Target) -> list[Allocation]:
@@ -364,4 +368,5 @@ def evaluate(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Eval
         worst = max(m.phases, key=lambda p: p.device)
         problems.append(f"{worst.phase} needs {format_bytes(worst.device)} of device memory; the device has "
                         f"{format_bytes(t.total_memory)}")
-    return Evaluation(not problems, largest, m.allocations, m.phases, peak, tuple(problems), m.desc)
+    return Evaluation(not problems, largest, m.allocations, m.phases, peak, tuple(problems), m.desc,
+                      m.max_vram_floor)

@@ -54,7 +54,9 @@ class PhaseTotal:
 class Preflight:
     """The pre-flight report (see ``wanpy.preflight``). ``fits`` is True when every
     allocation is within ``max_allocation`` (None: no per-allocation ceiling) and every
-    phase within ``total_memory`` (None: not checked). ``problems`` says what does not fit."""
+    phase within ``total_memory`` (None: not checked). ``problems`` says what does not fit.
+    ``max_vram_floor``: with a ``max_vram`` budget, the smallest budget under which sd.cpp can plan
+    every segmented graph (its largest segment's need, by sd.cpp's own measure); None without one."""
 
     fits: bool
     largest: Allocation
@@ -69,6 +71,7 @@ class Preflight:
     device: str
     params: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    max_vram_floor: int | None = None
 
     def _repr_html_(self) -> str:
         from wanpy.display import preflight_html
@@ -109,8 +112,13 @@ def refusal(report: Preflight) -> AllocationTooLargeError:
     a = report.largest
     host = next((x for x in report.allocations if x.kind == "host buffer"), None)
     what: Allocation | PhaseTotal
+    budget = report.params.get("max_vram")
     if host is not None:
         required, limit, what = host.nbytes, system.host_memory(), host
+    elif budget is not None and report.max_vram_floor is not None and report.max_vram_floor > budget:
+        segment = next(x for x in report.allocations if x.kind in ("segment weights", "weights buffer")
+                       and x.phase != "load")
+        required, limit, what = report.max_vram_floor, budget, segment
     elif report.max_allocation is not None and a.nbytes > report.max_allocation:
         required, limit, what = a.nbytes, report.max_allocation, a
     else:
