@@ -15,9 +15,8 @@ REQUEST = dict(width=32, height=32, num_frames=5, steps=4, cfg_scale=1.0, seed=1
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"preview": "tae"}, r"preview='tae' needs a tiny video decoder"),
-    ({"preview": "fast"}, r"preview must be None or one of 'proj', 'vae'"),
-    ({"preview_every": 2}, r"preview_every need preview='proj' or 'vae'"),
+    ({"preview": "fast"}, r"preview must be None or one of 'proj', 'vae', 'tae'"),
+    ({"preview_every": 2}, r"preview_every need preview='proj', 'vae' or 'tae'"),
     ({"preview": "proj", "preview_every": 5}, r"preview_every must be <= 4"),
     ({"preview": "proj", "preview_every": 0}, r"preview_every must be >= 1"),
 ])

@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import wanpy
 from wanpy import _core, distributed
-from wanpy.testing import make_lora, make_model_set
+from wanpy.testing import make_lora, make_model_set, make_tiny_vae
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
@@ -48,6 +49,11 @@ def readme_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, target in (("wan2.2_t2v_high_noise_14B_Q4_K_M.gguf", a14b.high_noise_diffusion_model),
                          ("wan2.2_t2v_low_noise_14B_Q4_K_M.gguf", a14b.diffusion_model)):
         os.symlink(target, folder / name)
+    vace = make_model_set(folder / "vace", variant="wan2.1-vace-1.3b", dtype="q8_0", sparse=True)
+    os.symlink(vace.diffusion_model, folder / "wan2.1_vace_1.3B-Q8_0.gguf")
+    wanpy.save_video(folder / "pose.mp4", np.zeros((81, 480, 832, 3), np.uint8), fps=16)
+    Image.fromarray(np.zeros((480, 832, 3), np.uint8)).save(folder / "dancer.png")
+    make_tiny_vae(folder / "taew2_1.safetensors")
     make_lora(folder / "lightning_high_noise.safetensors", a14b.high_noise_diffusion_model, blocks=range(2))
     make_lora(folder / "lightning_low_noise.safetensors", a14b.diffusion_model, blocks=range(2), seed=1)
     return folder

@@ -274,7 +274,8 @@ def _previews(options: Mapping[str, Any], steps: int) -> tuple[str | None, int, 
     if preview is None:
         given = [k for k in ("preview_every", "preview_noisy") if options.get(k) is not None]
         if given:
-            raise ValueError(f"{', '.join(given)} need preview='proj' or 'vae' (without a preview mode they do nothing)")
+            raise ValueError(f"{', '.join(given)} need preview='proj', 'vae' or 'tae' (without a preview mode they do "
+                             "nothing)")
         return None, 1, False
     every = check_int("preview_every", options.get("preview_every", 1), minimum=1, maximum=steps)
     return preview, every, check_bool("preview_noisy", options.get("preview_noisy", False))
