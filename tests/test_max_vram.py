@@ -84,6 +84,7 @@ def test_fit_auto_chooses_the_largest_budget_whose_peak_fits(t2v):
         assert not wanpy.preflight(t2v.diffusion_model, vae=t2v.vae, total_memory=memory, vae_tiling=True,
                                    max_vram=budget + MiB, **GPU, **SIZE).fits
     assert "segment weights" in {a.kind for a in choice.report.allocations}
+    assert "keep_vae_on_cpu" not in choice.changed  # the VAE fits on the device: only what is needed changes
 
 
 # --- on a real Vulkan driver --------------------------------------------------------------------------
@@ -131,7 +132,7 @@ def _logged_mib(lines: list[str], pattern: str) -> list[float]:
 @pytest.mark.vulkan
 @pytest.mark.slow
 def test_lavapipe_runs_the_planned_segments_and_fails_cleanly_below_the_largest():
-    fine = run_case(64 * MiB)  # below one block's need at 32x32: the finest split, refused
+    fine = run_case(16 * MiB)  # below one block's need (its weights alone are ~43 MiB at q4_0): refused
     assert not fine["fits"] and fine["strict"][0] == "refused"
     assert fine["unchecked"][0] == "GenerationError"  # patch 0008: sd.cpp refuses; the process lives on
     assert any("refusing to exceed the budget" in line for line in fine["log"])
@@ -144,3 +145,29 @@ def test_lavapipe_runs_the_planned_segments_and_fails_cleanly_below_the_largest(
     assert params and abs(max(params) * MiB - planned["segment weights"]) <= 0.006 * MiB
     compute = _logged_mib([l for l in ok["log"] if "Wan2.1" in l], r"compute buffer size: ([\d.]+) MB")
     assert abs(max(compute) * MiB - planned["segment compute buffer"]) <= 0.006 * MiB
+
+
+def test_a_budget_below_the_text_encoders_segment_is_refused_when_the_pipeline_is_made(tmp_path, monkeypatch,
+                                                                                        load_spy):
+    # sd.cpp aborts the process when the text encoder's compute fails, so its floor (the token embedding's
+    # segment) is checked before loading even with preflight=False; a GPU is modelled (this build has none)
+    from wanpy import pipeline
+    from wanpy.system import Device
+    from wanpy.testing import make_model_set
+
+    gpu = Device(0, "Vulkan0", "a modelled GPU", "gpu", "Vulkan", 64 * 2**30, 64 * 2**30, max_allocation=4 * 2**30,
+                 buffer_max_size=2**30)
+    from wanpy.memory import target
+
+    monkeypatch.setattr(pipeline, "resolve_device", lambda device, devs: gpu)
+    monkeypatch.setattr(target, "resolve_device", lambda device: gpu)
+    kit = make_model_set(tmp_path, variant="wan2.1-t2v-1.3b", dtype="q8_0", text_encoder=True, sparse=True)
+    report = wanpy.preflight(kit.diffusion_model, vae=kit.vae, text_encoder=kit.text_encoder, max_vram="256MiB",
+                             **GPU, **SIZE)
+    floor = report.max_vram_floor
+    assert report.params["max_vram_floor_component"] == "text_encoder" and floor > 256 * MiB
+    with pytest.raises(ValueError, match=rf"below what the text_encoder's largest graph segment needs: .*"
+                                         rf"\({floor:,} B\); sd.cpp would abort"):
+        wanpy.WanPipeline(**kit.pipeline_kwargs(), offload_to_cpu=True, flash_attention=True, preflight=False,
+                          max_vram="256MiB")
+    assert load_spy == []

@@ -126,3 +126,25 @@ def test_cli_preflight_measures_the_tiny_vae(t2v):
     report = json.loads(result.stdout)
     components = {a["component"] for a in report["allocations"]}
     assert "tiny_vae" in components and "vae" not in components
+
+
+@pytest.mark.slow
+def test_the_wan22_tiny_vae_decodes_ti2v_5b_latents_as_predicted():
+    ti2v = cached_model_set(variant="wan2.2-ti2v-5b", dtype="q4_0", seed=0)
+    tae = cached_tiny_vae(name="taehv-wan2.2")  # 48 latent channels, 2x2 patches
+    image = np.full((32, 32, 3), 128, np.uint8)  # TI2V encodes the image: with the tiny VAE's encoder
+    lines: list[str] = []
+    with wanpy.WanPipeline(ti2v.diffusion_model, ti2v.vae, tiny_vae=tae, n_threads=2, progress=False) as pipe, \
+            _logging.observe(lambda source, level, text: lines.append(text)):
+        video = pipe.generate_video("x", width=32, height=32, num_frames=5, steps=1, seed=1, progress=False,
+                                    init_image=image)
+    assert video.frames.shape == (5, 32, 32, 3)
+    report = wanpy.preflight(ti2v.diffusion_model, vae=ti2v.vae, tiny_vae=tae, width=32, height=32, num_frames=5,
+                             init_image=True)
+    logged = compute_buffers(lines)
+    predicted = [(a.component, a.buffer_total) for a in report.allocations if a.kind == "compute buffer"]
+    assert [r for r, _ in logged] == ["taehv", "Wan2.2-TI2V-5B", "taehv"]
+    assert [c for c, _ in predicted] == ["tiny_vae", "diffusion_model", "tiny_vae"]
+    for (runner, got), (component, want) in zip(logged, predicted):
+        assert abs(got - want) <= 0.006 * MiB, f"{component} ({runner}): sd.cpp {got / MiB:.2f} MB, predicted " \
+                                               f"{want / MiB:.4f}"

@@ -188,3 +188,17 @@ def test_sd_server_control_frames_become_the_control_video():
     mixed = [base64.b64encode(png_bytes(f)).decode() for f in (frames[0], control(5, width=48)[0])]
     with pytest.raises(FieldError, match=r"control_frames\[1\]"):
         SdcppVidGen(prompt="x", control_frames=mixed).to_options()
+
+
+def test_a_rotated_control_video_file_is_decoded_as_players_show_it(tmp_path):
+    from wanpy.probe import ffmpeg_exe, read_frames
+
+    stored = wanpy.save_video(tmp_path / "stored.mp4", control(6, width=48), fps=16)  # 48x32 as stored
+    rotated = tmp_path / "rotated.mp4"
+    subprocess.run([ffmpeg_exe(), "-y", "-v", "error", "-display_rotation", "90", "-i", str(stored), "-c", "copy",
+                    str(rotated)], check=True)
+    frames = read_frames(rotated)
+    assert frames.shape == (F, 48, 32, 3)  # shown upright: 32 wide, 48 high, every frame whole
+    assert np.array_equal(frames, np.rot90(read_frames(stored), k=1, axes=(1, 2)))
+    r = wanpy.build_request("wan2.1-vace-1.3b", "x", width=32, height=48, num_frames=F, control_video=rotated)
+    assert r.control_video.shape == (F, 48, 32, 3)

@@ -28,7 +28,7 @@ from wanpy.errors import AllocationTooLargeError, Cancelled, LoadError, WanpyErr
 from wanpy.model_set import check_model_files, family_of_files
 from wanpy.paths import check_output_path, temp_file_pattern
 from wanpy.request import GenerationRequest, build_request, check_loras
-from wanpy.validation import check_int
+from wanpy.validation import check_int, check_max_vram, check_tiny_vae_use
 
 if TYPE_CHECKING:
     from wanpy.progress import Progress
@@ -164,6 +164,9 @@ def _check_models(models: Mapping[str, Any]) -> tuple[dict[str, str | None], dic
                               models.get("high_noise_diffusion_model"), models.get("clip_vision"),
                               models.get("tiny_vae"))
     settings = {k: v for k, v in models.items() if k in LOAD_SETTINGS}
+    check_tiny_vae_use(settings.get("tiny_vae_use", "decode"))
+    if settings.get("max_vram") is not None:  # the device is each worker's: only the budget itself here
+        check_max_vram(settings["max_vram"], offload_to_cpu=bool(settings.get("offload_to_cpu")), is_cpu=False)
     if "device" in settings and not isinstance(settings["device"], int):
         raise TypeError("models['device'] must be a device index (each worker resolves it on its own machine)")
     return files, settings

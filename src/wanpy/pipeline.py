@@ -27,6 +27,7 @@ from wanpy.native_lock import native
 from wanpy.progress import GenerationMonitor, LoadingBar, Progress
 from wanpy.request import GenerationRequest, RequestOptions, build_request, check_loras, check_options
 from wanpy.system import Device, backend_warnings, devices, resolve_device
+from wanpy.units import format_bytes
 from wanpy.validation import check_bool, check_int, check_max_vram, check_parse_stack, check_tiny_vae_use
 from wanpy.video import Video
 
@@ -122,7 +123,24 @@ class WanPipeline:
             # ignores a failed weight allocation and then writes into unallocated memory
             d = self.family.defaults
             self._check_fits(d.width, d.height, 1, weights_only=True)
+        if self.max_vram is not None:
+            self._check_budget_floor()
         self._load_timed()
+
+    def _check_budget_floor(self) -> None:
+        """max_vram below the text encoder's or CLIP vision's largest segment (graphs that do not depend on
+        the request) is refused here, pre-flight or not: sd.cpp aborts the process when their compute
+        fails (GGML_ASSERT), where the diffusion model's fails cleanly (patch 0008)."""
+        d = self.family.defaults
+        report = run_preflight(width=d.width, height=d.height, num_frames=1, weights_only=True, suggest=False,
+                               init_image=self.family.needs_clip_vision, **self.measure_args())
+        floor = report.max_vram_floor
+        assert self.max_vram is not None
+        if floor is not None and floor > self.max_vram:
+            raise ValueError(f"max_vram={format_bytes(self.max_vram)} is below what the "
+                             f"{report.params.get('max_vram_floor_component', 'text encoder')}'s largest graph "
+                             f"segment needs: {format_bytes(floor)} ({floor:,} B); sd.cpp would abort the process "
+                             f"on it. Give at least {-(-floor // 2**20)}MiB")
 
     # --- requests and the pre-flight -----------------------------------------------
     def request(self, prompt: str, **options: Unpack[RequestOptions]) -> GenerationRequest:

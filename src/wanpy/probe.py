@@ -176,21 +176,30 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
                      container_duration=container_duration, metadata=_container_tags(real))
 
 
-def read_frames(path: str | os.PathLike[str], *, max_frames: int | None = None) -> np.ndarray:
-    """Every frame of ``path``'s first video stream as RGB uint8 (T, H, W, 3), decoded by ffmpeg
-    (honouring the colour tags). Raises as ``probe_video`` does, and ``ValueError`` when the
-    video has more than ``max_frames`` frames (nothing is cut: the caller names what it needs)."""
-    info = probe_video(path)
-    if max_frames is not None and info.frame_count > max_frames:
-        raise ValueError(f"{printable(info.path)} has {info.frame_count} frames; at most {max_frames} are used")
-    real = check_input_file("path", path, what="video file")
-    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", ffmpeg_path_arg(real), "-map", "0:v:0",
-           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+_RE_RAW_OUTPUT = re.compile(r"Output #0.*?Video: rawvideo\b[^\n]*?, (\d+)x(\d+)", re.DOTALL)
+
+
+def read_frames(path: str | os.PathLike[str], *, name: str = "path", max_frames: int | None = None) -> np.ndarray:
+    """The frames of ``path``'s first video stream as RGB uint8 (T, H, W, 3), decoded once by ffmpeg as
+    they are stored (no frame duplicated or dropped for a variable rate; rotation applied as players do).
+    ``max_frames``: stop after that many and one more (the caller then knows there are more). Raises as
+    ``probe_video`` does for a missing or unreadable file, naming ``name``."""
+    real = check_input_file(name, path, what="video file")
+    shown = printable(Path(os.path.abspath(os.fspath(path))))
+    limit = [] if max_frames is None else ["-frames:v", str(max_frames + 1)]
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-nostats", "-v", "info", "-i", ffmpeg_path_arg(real),
+           "-map", "0:v:0", *limit, "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
-    frame_bytes = info.width * info.height * 3
-    if result.returncode != 0 or len(result.stdout) != info.frame_count * frame_bytes:
-        raise _unreadable(printable(info.path), result.stderr.decode("utf-8", "replace"), result.returncode)
-    return np.frombuffer(result.stdout, np.uint8).reshape(info.frame_count, info.height, info.width, 3).copy()
+    log = result.stderr.decode("utf-8", "replace")
+    size = _RE_RAW_OUTPUT.search(log)
+    if result.returncode != 0 or size is None:
+        raise _unreadable(f"{name}: {shown}", log, result.returncode)
+    width, height = int(size.group(1)), int(size.group(2))
+    count, rest = divmod(len(result.stdout), width * height * 3)
+    if rest or count == 0:
+        raise ValueError(f"{name}: {shown}: ffmpeg decoded {len(result.stdout):,} bytes, not whole {width}x{height} "
+                         "RGB frames")
+    return np.frombuffer(result.stdout, np.uint8).reshape(count, height, width, 3).copy()
 
 
 def _container_tags(real: str) -> dict[str, str]:

@@ -324,11 +324,12 @@ def load_video(name: str, video: Any, *, num_frames: int, width: int,
     elif isinstance(video, np.ndarray):
         array, source = video, "array"
     elif isinstance(video, (str, os.PathLike)):
-        from wanpy.probe import probe_video, read_frames
+        from wanpy.probe import read_frames
 
-        info = probe_video(video)  # the count and size first: a wrong file is never decoded whole
-        _check_video_shape(name, (info.frame_count, info.height, info.width), num_frames, width, height)
-        array, source = read_frames(video), os.fspath(video)
+        array, source = read_frames(video, name=name, max_frames=num_frames), os.fspath(video)
+        if len(array) > num_frames:  # decoding stopped one frame past what the video needs
+            raise ValueError(f"{name} has more than {num_frames} frames but the video has {num_frames} "
+                             "(num_frames): give exactly one control frame per frame (wanpy does not cut or pad)")
     else:
         raise TypeError(f"{name} must be a wanpy.Video, a uint8 (T, H, W, 3) numpy array or a video file path, "
                         f"got {type(video).__name__}")

@@ -121,6 +121,8 @@ def prepare(model: PathArg, *, width: int, height: int, num_frames: int, flash_a
                 keep_vae_on_cpu=keep_vae_on_cpu, init_image=init_image, end_image=end_image,
                 vae_conv_direct=vae_conv_direct)
     use = check_tiny_vae_use(tiny_vae_use)
+    if tiny_vae is None and (use == "preview" or preview == "tae"):
+        raise ValueError("tiny_vae_use='preview' and preview='tae' need tiny_vae=PATH (a TAEHV file)")
     src = sources(model, vae=vae, text_encoder=text_encoder, high_noise=high_noise, clip_vision=clip_vision,
                   tiny_vae=tiny_vae)
     s = session(src)
@@ -154,7 +156,8 @@ def build_report(p: Prepared, cfg: Config, started: float, *, suggest: bool,
               "vae_conv_direct": cfg.vae_conv_direct,
               "offload_to_cpu": cfg.offload_to_cpu, "keep_vae_on_cpu": cfg.keep_vae_on_cpu,
               "init_image": cfg.init_image, "end_image": cfg.end_image, "tile_size": cfg.tile_size,
-              "tile_overlap": cfg.tile_overlap, "max_vram": cfg.max_vram, "model": p.label, "alignment": t.alignment,
+              "tile_overlap": cfg.tile_overlap, "max_vram": cfg.max_vram,
+              "max_vram_floor_component": e.max_vram_floor_component, "model": p.label, "alignment": t.alignment,
               "buffer_max_size": t.buffer_max_size}
     return Preflight(e.fits, e.largest, t.max_allocation, t.total_memory, e.allocations, e.phases, e.peak,
                      suggestions, e.problems, f"{e.desc} ({p.label})", t.name, params,

@@ -55,6 +55,7 @@ class Measurement:
     host_problem: str | None = None
     budget_problems: tuple[str, ...] = ()  # max_vram below a graph's largest segment
     max_vram_floor: int | None = None  # with max_vram: the smallest budget sd.cpp can plan every graph with
+    max_vram_floor_component: str | None = None  # whose graph sets it
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class Evaluation:
     problems: tuple[str, ...]
     desc: str
     max_vram_floor: int | None = None
+    max_vram_floor_component: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,7 @@ def measure(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Measu
               for a in allocs]
     previews = _preview_buffer(s, cfg, t, dit, graphs)
     budget_problems = []
+    largest_weight = {a.component: a.nbytes for a in allocs if a.kind == "weight tensor"}
     for g in graphs:
         total, largest = int(g.measured["total"]), int(g.measured["largest"])
         dev = g.component not in on_host
@@ -180,7 +183,7 @@ def measure(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Measu
             allocs.append(Allocation(f"{g.component} compute buffer", g.phase, _buffer(total, largest, t.chunk),
                                      g.component, "compute buffer", buffer_total=total, on_device=dev))
         else:
-            allocs.extend(_segment_allocations(g, t))
+            allocs.extend(_segment_allocations(g, t, largest_weight.get(g.component, 0), dit))
             if cfg.max_vram is not None and g.plan["smallest_budget"] > cfg.max_vram:
                 budget_problems.append(
                     f"max_vram={format_bytes(cfg.max_vram)} is below what {g.component}'s largest graph segment needs "
@@ -198,12 +201,14 @@ def measure(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Measu
                                     cfg.offload_to_cpu)
             device, host = device + preview[0], host + preview[1]
         phases.append(PhaseTotal(g.phase, resident + device, host_weights + host))
-    floors = [int(g.plan["smallest_budget"]) for g in graphs if g.plan is not None]
+    planned = [g for g in graphs if g.plan is not None]
+    floor = max(planned, key=lambda g: int(g.plan["smallest_budget"]) if g.plan else 0, default=None)
     return Measurement(tuple(allocs), tuple(phases), desc, budget_problems=tuple(budget_problems),
-                       max_vram_floor=max(floors) if floors else None)
+                       max_vram_floor=None if floor is None or floor.plan is None else int(floor.plan["smallest_budget"]),
+                       max_vram_floor_component=None if floor is None else floor.component)
 
 
-def _segment_allocations(g: _Graph, t: Target) -> list[Allocation]:
+def _segment_allocations(g: _Graph, t: Target, largest_weight: int, dit: DitShape) -> list[Allocation]:
     """A graph run under max_vram: its largest segment's streamed weights, compute buffer and the cache
     of hidden states kept between segments (or, when the budget merges every segment, sd.cpp's ordinary
     path: all the weights and one compute buffer)."""
@@ -211,19 +216,22 @@ def _segment_allocations(g: _Graph, t: Target) -> list[Allocation]:
     assert p is not None
     if not p["segmented"]:
         return [Allocation(f"{c} weights (max_vram: one segment, all offloaded at once)", g.phase,
-                           _buffer(int(p["largest_params"]), int(p["largest_params"]), t.chunk), c, "weights buffer",
+                           _buffer(int(p["largest_params"]), largest_weight, t.chunk), c, "weights buffer",
                            buffer_total=int(p["largest_params"])),
                 Allocation(f"{c} compute buffer (max_vram: one segment, every cut kept)", g.phase,
                            _buffer(int(p["largest_compute"]), int(g.measured["largest"]), t.chunk), c,
                            "compute buffer", buffer_total=int(p["largest_compute"]))]
     n = int(p["segments"])
+    params, cache = int(p["largest_params"]), int(p["largest_cache"])
+    # ggml splits a segment's weights (and the kept hidden states) into buffers of the device's size
+    hidden = dit.dim * g.tokens * 4 if g.tokens else cache  # one f32 hidden state of the DiT
     return [Allocation(f"{c} segment weights, streamed (largest of {n} segments)", g.phase,
-                       int(p["largest_params"]), c, "segment weights", buffer_total=int(p["largest_params"])),
+                       _buffer(params, largest_weight, t.chunk), c, "segment weights", buffer_total=params),
             Allocation(f"{c} segment compute buffer (largest of {n})", g.phase,
                        _buffer(int(p["largest_compute"]), int(g.measured["largest"]), t.chunk), c,
                        "segment compute buffer", buffer_total=int(p["largest_compute"])),
-            Allocation(f"{c} hidden states kept between segments", g.phase, int(p["largest_cache"]), c,
-                       "segment cache", buffer_total=int(p["largest_cache"]))]
+            Allocation(f"{c} hidden states kept between segments", g.phase, _buffer(cache, min(hidden, cache), t.chunk),
+                       c, "segment cache", buffer_total=cache)]
 
 
 def _first_stage(cfg: Config) -> str:
@@ -237,15 +245,17 @@ def _preview_decoder(cfg: Config) -> str:
 
 
 def _preview_buffer(s: Any, cfg: Config, t: Target, dit: DitShape, graphs: list[_Graph]) -> int:
-    """The compute buffer a decoded preview adds to a sampling step (0 without decoded previews)."""
+    """The compute buffer a decoded preview adds to a sampling step (0 without decoded previews): the
+    preview decoder's graph for the latents being sampled (with a VACE reference image, one latent
+    frame more than the video's)."""
     if not cfg.preview_vae:
         return 0
-    decode = [g for g in graphs if g.phase == "VAE decode"]
-    if cfg.tiny_vae != "preview":
-        return sum(int(g.measured["total"]) for g in decode)
     scale = dit.vae.spatial_scale
     w, h, t_lat = cfg.width // scale, cfg.height // scale, (cfg.num_frames - 1) // 4 + 1
-    return int(_vae(s, True, cfg, t, w, h, t_lat, dit, tiny=True)["total"])
+    t_in = t_lat + 1 if dit.vace and cfg.init_image else t_lat
+    if cfg.tiny_vae != "preview" and t_in == t_lat:  # the decode phase's own graph
+        return sum(int(g.measured["total"]) for g in graphs if g.phase == "VAE decode")
+    return int(_vae(s, True, cfg, t, w, h, t_in, dit, tiny=cfg.tiny_vae is not None)["total"])
 
 
 def _chunked(g: _Graph, dit: DitShape) -> str:
@@ -273,7 +283,7 @@ def _graphs(s: Any, cfg: Config, t: Target, dit: DitShape, weights_only: bool) -
     graphs: list[_Graph] = []
     # with max_vram, the graphs sd.cpp cuts into segments (the DiT's, T5's, CLIP vision's) are planned too
     budget = cfg.max_vram if cfg.max_vram is not None and cfg.offload_to_cpu and not t.is_cpu else None
-    if has_te and not weights_only:
+    if has_te and (not weights_only or budget is not None):  # with a budget: its floor is known before loading
         graphs.append(_Graph("text encoding", "text_encoder", s.t5_graph(TEXT_ENCODER.tokens, fa, al, ch),
                              plan=None if budget is None else s.t5_plan(TEXT_ENCODER.tokens, fa, al, ch, budget)))
     if dit.clip_images and (cfg.init_image or cfg.end_image):
@@ -369,4 +379,4 @@ def evaluate(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Eval
         problems.append(f"{worst.phase} needs {format_bytes(worst.device)} of device memory; the device has "
                         f"{format_bytes(t.total_memory)}")
     return Evaluation(not problems, largest, m.allocations, m.phases, peak, tuple(problems), m.desc,
-                      m.max_vram_floor)
+                      m.max_vram_floor, m.max_vram_floor_component)

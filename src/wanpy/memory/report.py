@@ -116,8 +116,9 @@ def refusal(report: Preflight) -> AllocationTooLargeError:
     if host is not None:
         required, limit, what = host.nbytes, system.host_memory(), host
     elif budget is not None and report.max_vram_floor is not None and report.max_vram_floor > budget:
-        segment = next(x for x in report.allocations if x.kind in ("segment weights", "weights buffer")
-                       and x.phase != "load")
+        whose = report.params.get("max_vram_floor_component")
+        segment = next((x for x in report.allocations if x.kind in ("segment weights", "weights buffer")
+                        and x.phase != "load" and x.component == whose), report.largest)
         required, limit, what = report.max_vram_floor, budget, segment
     elif report.max_allocation is not None and a.nbytes > report.max_allocation:
         required, limit, what = a.nbytes, report.max_allocation, a

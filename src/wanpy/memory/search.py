@@ -60,10 +60,12 @@ def candidates(cfg: Config, t: Target, fits: Callable[[Config], bool],
     can plan (without it no budget is tried)."""
     cheap = [n for n in ("flash_attention", "vae_tiling") if not getattr(cfg, n)]
     costly = [] if t.is_cpu else [n for n in ("keep_vae_on_cpu", "offload_to_cpu") if not getattr(cfg, n)]
+    offloaded: list[Config] = []  # the sets with the weights offloaded, cheapest first: a budget's bases
     for tier in range(1 << len(costly)):
         base = _turned_on(cfg, [n for i, n in enumerate(costly) if tier >> i & 1])
         subsets = [_turned_on(base, [n for i, n in enumerate(cheap) if mask >> i & 1])
                    for mask in range(1 << len(cheap))]
+        offloaded += [c for c in subsets if c.offload_to_cpu]
         yield from subsets
         if cfg.tile_size is not None:
             continue  # the caller chose the tile size: kept
@@ -75,9 +77,8 @@ def candidates(cfg: Config, t: Target, fits: Callable[[Config], bool],
                     yield dataclasses.replace(c, tile_size=(n, n))
     if budget_floor is None or t.is_cpu or t.total_memory is None or cfg.max_vram is not None:
         return
-    for c in subsets:  # the last tier: every costly setting on, so the weights are offloaded
-        if c.offload_to_cpu:
-            yield from _budgets(c, t, fits, budget_floor(c))
+    for c in offloaded:
+        yield from _budgets(c, t, fits, budget_floor(c))
 
 
 def _budgets(cfg: Config, t: Target, fits: Callable[[Config], bool], floor: int) -> Iterator[Config]:

@@ -39,7 +39,7 @@ from wanpy._version import __version__
 from wanpy.errors import AllocationTooLargeError
 from wanpy.paths import check_output_path
 from wanpy.validation import check_float, check_int
-from wanpy.pipeline import LOAD_SETTINGS, WanPipeline
+from wanpy.pipeline import LOAD_SETTINGS, WanPipeline, check_previews
 from wanpy.request import OPTION_NAMES, GenerationRequest
 from wanpy.serve.jobs import FINISHED, Job, JobStore, QueueFull, is_job_id
 from wanpy.serve.schemas import FieldError, OpenAIVideoCreate, SdcppVidGen, decode_image, form_value, misplaced_hint
@@ -244,7 +244,7 @@ def create_app(pipeline_or_files: WanPipeline | Mapping[str, Any], *, results_di
         _query(request, set())
         job = _job(video_id)
         if job.preview_png is None:
-            raise Refused(404, f"video {job.id} has no preview (ask preview='proj' or 'vae')", code="no_preview")
+            raise Refused(404, f"video {job.id} has no preview (ask preview='proj', 'vae' or, with a tiny VAE, 'tae')", code="no_preview")
         return Response(job.preview_png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.get("/v1/videos/{video_id}/events")
@@ -360,7 +360,9 @@ def create_app(pipeline_or_files: WanPipeline | Mapping[str, Any], *, results_di
             if isinstance(parsed, SdcppVidGen) and pipe.family.vace and "init_image" in options:
                 # sd-server hands init_image to sd.cpp, whose VACE path takes it as the reference image
                 options["reference_image"] = options.pop("init_image")
-            return pipe.request(parsed.prompt, **options)
+            generation = pipe.request(parsed.prompt, **options)
+            check_previews(generation, callback=True, tiny_vae=pipe.files["tiny_vae"])  # the job has one
+            return generation
 
         try:
             generation = await run_in_threadpool(build)
