@@ -118,25 +118,25 @@ class WanPipeline:
                                        is_cpu=self.device.type == "cpu")
         for message in backend_warnings(_core.BACKEND, devs):
             warnings.warn(message, BackendFallbackWarning, stacklevel=2)
-        if self.preflight:
-            # weights that cannot be allocated are refused before any is read: sd.cpp
-            # ignores a failed weight allocation and then writes into unallocated memory
+        if self.preflight or self.max_vram is not None:
+            # one weights-only pre-flight: weights that cannot be allocated are refused before any is
+            # read (sd.cpp ignores a failed weight allocation and then writes into unallocated memory),
+            # and with max_vram it plans the graphs that do not depend on the request
             d = self.family.defaults
-            self._check_fits(d.width, d.height, 1, weights_only=True)
-        if self.max_vram is not None:
-            self._check_budget_floor()
+            report = run_preflight(width=d.width, height=d.height, num_frames=1, weights_only=True,
+                                   init_image=self.max_vram is not None and self.family.needs_clip_vision,
+                                   **self.measure_args())
+            self._check_budget_floor(report)
+            if self.preflight and not report.fits:
+                raise refusal(report)
         self._load_timed()
 
-    def _check_budget_floor(self) -> None:
+    def _check_budget_floor(self, report: Preflight) -> None:
         """max_vram below the text encoder's or CLIP vision's largest segment (graphs that do not depend on
         the request) is refused here, pre-flight or not: sd.cpp aborts the process when their compute
         fails (GGML_ASSERT), where the diffusion model's fails cleanly (patch 0008)."""
-        d = self.family.defaults
-        report = run_preflight(width=d.width, height=d.height, num_frames=1, weights_only=True, suggest=False,
-                               init_image=self.family.needs_clip_vision, **self.measure_args())
         floor = report.max_vram_floor
-        assert self.max_vram is not None
-        if floor is not None and floor > self.max_vram:
+        if self.max_vram is not None and floor is not None and floor > self.max_vram:
             raise ValueError(f"max_vram={format_bytes(self.max_vram)} is below what the "
                              f"{report.params.get('max_vram_floor_component', 'text encoder')}'s largest graph "
                              f"segment needs: {format_bytes(floor)} ({floor:,} B); sd.cpp would abort the process "

@@ -201,11 +201,10 @@ def measure(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Measu
                                     cfg.offload_to_cpu)
             device, host = device + preview[0], host + preview[1]
         phases.append(PhaseTotal(g.phase, resident + device, host_weights + host))
-    planned = [g for g in graphs if g.plan is not None]
-    floor = max(planned, key=lambda g: int(g.plan["smallest_budget"]) if g.plan else 0, default=None)
+    floors = [(int(g.plan["smallest_budget"]), g.component) for g in graphs if g.plan is not None]
+    floor, whose = max(floors, default=(None, None))
     return Measurement(tuple(allocs), tuple(phases), desc, budget_problems=tuple(budget_problems),
-                       max_vram_floor=None if floor is None or floor.plan is None else int(floor.plan["smallest_budget"]),
-                       max_vram_floor_component=None if floor is None else floor.component)
+                       max_vram_floor=floor, max_vram_floor_component=whose)
 
 
 def _segment_allocations(g: _Graph, t: Target, largest_weight: int, dit: DitShape) -> list[Allocation]:
