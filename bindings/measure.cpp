@@ -438,9 +438,11 @@ public:
         dit_.reset();
         high_noise_.reset();
         vae_.reset();
+        vae_decoder_.reset();
         t5_.reset();
         clip_vision_.reset();
         tae_.reset();
+        tae_decoder_.reset();
         ggml_backend_free(backend_);
     }
 
@@ -458,9 +460,11 @@ public:
         if (component == "diffusion_model") return dit(false).weights(mb);
         if (component == "high_noise_diffusion_model") return dit(true).weights(mb);
         if (component == "vae") return vae().weights(mb);
+        if (component == "vae decoder") return vae(true).weights(mb);  // built with vae_decode_only
         if (component == "text_encoder") return t5().weights(mb);
         if (component == "clip_vision") return clip_vision().weights(mb);
         if (component == "tiny_vae") return tae().weights(mb);
+        if (component == "tiny_vae decoder") return tae(true).weights(mb);
         throw NativeError("unknown component " + component);
     }
 
@@ -587,24 +591,27 @@ private:
         return *slot;
     }
 
-    WanVAE& vae() {
-        if (!vae_) {
+    // decode_only: as new_sd_ctx builds it with vae_decode_only (no encoder tensors)
+    WanVAE& vae(bool decode_only = false) {
+        std::unique_ptr<WanVAE>& made = decode_only ? vae_decoder_ : vae_;
+        if (!made) {
             if (!has("first_stage_model.")) throw NativeError("no VAE tensors");
-            vae_ = std::make_unique<WanVAE>(backend_, false, loader_.get_tensor_storage_map(), "first_stage_model",
-                                            false, version_);
+            made = std::make_unique<WanVAE>(backend_, false, loader_.get_tensor_storage_map(), "first_stage_model",
+                                            decode_only, version_);
         }
-        return *vae_;
+        return *made;
     }
 
     // as new_sd_ctx's create_tae builds it for Wan (its type lookups under "decoder"; video mode
     // has the encoder too)
-    TinyVae& tae() {
-        if (!tae_) {
+    TinyVae& tae(bool decode_only = false) {
+        std::unique_ptr<TinyVae>& made = decode_only ? tae_decoder_ : tae_;
+        if (!made) {
             if (!has("tae.")) throw NativeError("no tiny VAE tensors");
-            tae_ = std::make_unique<TinyVae>(backend_, false, loader_.get_tensor_storage_map(), "decoder", false,
+            made = std::make_unique<TinyVae>(backend_, false, loader_.get_tensor_storage_map(), "decoder", decode_only,
                                              version_);
         }
-        return *tae_;
+        return *made;
     }
 
     TextT5& t5() {
@@ -628,10 +635,10 @@ private:
     Loader loader_;
     SDVersion version_ = VERSION_COUNT;
     std::unique_ptr<DiT> dit_, high_noise_;
-    std::unique_ptr<WanVAE> vae_;
+    std::unique_ptr<WanVAE> vae_, vae_decoder_;
     std::unique_ptr<TextT5> t5_;
     std::unique_ptr<ClipVision> clip_vision_;
-    std::unique_ptr<TinyVae> tae_;
+    std::unique_ptr<TinyVae> tae_, tae_decoder_;
 };
 
 void check_budget(size_t budget) {
@@ -670,7 +677,9 @@ void register_measure(py::module_& m) {
              [](Session& s, const std::string& component, size_t alignment, size_t max_size) {
                  return as_record(measuring([&] { return s.weights(component, alignment, max_size); }));
              },
-             py::arg("component"), py::arg("alignment"), py::arg("max_size"))
+             py::arg("component"), py::arg("alignment"), py::arg("max_size"),
+             "A component's weights buffer and largest tensor; \"vae decoder\" and \"tiny_vae decoder\": the VAE's "
+             "as sd.cpp loads it with vae_decode_only (no encoder).")
         .def("dit_graph",
              [](Session& s, bool high_noise, const Shape& x, const Shape& context, const Shape& clip_fea,
                 const Shape& c_concat, const Shape& vace_context, int64_t timesteps, bool flash_attention, size_t alignment, size_t max_size,

@@ -131,6 +131,34 @@ def test_weights_follow_the_offload_and_vae_options():
     assert base.total_memory == 96 * 2**30
 
 
+def test_text_to_video_loads_the_vae_without_its_encoder():
+    def vae_weights(model: str) -> int:
+        r = wanpy.preflight(model, width=64, height=64, num_frames=5, suggest=False)
+        return next(a.buffer_total for a in r.allocations if a.component == "vae" and a.kind == "weights buffer")
+
+    # the same Wan2.1 VAE: whole where sd.cpp may encode (I2V, VACE), decoder only for T2V (the grid
+    # above checks both against what sd.cpp loads)
+    whole = vae_weights("wan2.1-vace-1.3b")
+    assert vae_weights("wan2.1-i2v-14b") == whole
+    assert 0 < vae_weights("wan2.1-t2v-1.3b") < whole
+    assert vae_weights("wan2.2-t2v-a14b") == vae_weights("wan2.1-t2v-1.3b")
+
+
+def test_text_to_video_runs_from_a_vae_file_without_the_encoder(t2v, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    whole = load_file(t2v.vae)
+    decoder = {k: v for k, v in whole.items() if not k.startswith(("encoder.", "conv1."))}
+    assert 0 < len(decoder) < len(whole)
+    save_file(decoder, tmp_path / "vae-decoder.safetensors")
+    run = dict(width=32, height=32, num_frames=5, steps=1, seed=3, progress=False)
+    frames = []
+    for vae in (t2v.vae, tmp_path / "vae-decoder.safetensors"):
+        with wanpy.WanPipeline(t2v.diffusion_model, vae, n_threads=2, progress=False) as pipe:
+            frames.append(pipe.generate_video("x", **run).frames)
+    assert np.array_equal(frames[0], frames[1])  # the encoder was never loaded, nor needed
+
+
 # --- 3. presets equal file headers ------------------------------------------------------------
 def test_preset_and_file_headers_give_the_same_report(big):
     kw = dict(width=832, height=480, num_frames=81, flash_attention=True, max_allocation="4GiB")

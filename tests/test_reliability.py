@@ -156,7 +156,8 @@ FILE_CASES: dict[str, tuple[Make, str, str, str | None]] = {
     "a DiT with a Q8_K Linear weight": (
         _dv(dit=lambda k, t: _dit_with_type(t, "blocks.3.ffn.0.weight", "Q8_K")), "ModelFileError",
         r"'blocks.3.ffn.0.weight' is Q8_K, a type ggml cannot compute with", None),
-    "a decode-only VAE": (_dv(vae=lambda k, t: _decode_only_vae(t)), "ModelFileError", "no encoder weights", None),
+    "VACE with a decode-only VAE": (_set("wan2.1-vace-1.3b", vae=lambda k, t, s: _decode_only_vae(t)),
+                                    "ModelFileError", "no encoder weights", None),
     "an image mode (TI2V-5B) with a decode-only VAE": (
         _set("wan2.2-ti2v-5b", vae=lambda k, t, s: _decode_only_vae(t, "2.2")), "ModelFileError",
         "no encoder weights", None),

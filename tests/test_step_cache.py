@@ -173,3 +173,73 @@ def test_mmap_and_direct_convolutions_load_and_record(t2v, plain):
     assert video.frames.shape == ref.shape
     # the same weights, the same DiT: only the VAE's convolution kernels differ (float rounding)
     assert np.abs(video.frames.astype(int) - ref.astype(int)).max() <= 2
+
+
+# --- what a cache keeps, in the pre-flight --------------------------------------------------------
+@pytest.mark.parametrize("cache,conditions,copies", [
+    ("easycache", 2, 4), ("easycache", 1, 3),  # a change per condition + the anchor's input and output
+    ("dbcache", 2, 6), ("dbcache", 1, 3),  # input, output and change per condition
+    ("taylorseer", 2, 10), ("cache-dit", 1, 7),  # + two sets of order-2 derivatives for the anchor
+    ("spectrum", 2, 7), (wanpy.StepCache("spectrum", spectrum_m=9), 1, 11),  # max(m + 1, 6) kept, +1 trimming
+])
+def test_host_copies_follow_the_engines_buffers(cache, conditions, copies):
+    c = cache if isinstance(cache, wanpy.StepCache) else wanpy.StepCache(cache)
+    assert c.host_copies(conditions) == copies
+    with pytest.raises(ValueError, match="conditions must be 1 or 2"):
+        c.host_copies(3)
+
+
+def test_the_preflight_counts_what_a_cache_keeps_in_host_memory():
+    size = dict(width=832, height=480, num_frames=81, suggest=False)
+    latent = 104 * 60 * 21 * 16 * 4  # Wan2.1's f32 latent at 832x480x81: 8.4 MB
+    gpu = dict(max_allocation="4GiB", total_memory="24GiB")  # a modelled GPU: the cache is host memory
+    plain = wanpy.preflight("wan2.1-t2v-1.3b", **size, **gpu)
+    cached = wanpy.preflight("wan2.1-t2v-1.3b", **size, **gpu, cache="easycache")
+    unguided = wanpy.preflight("wan2.1-t2v-1.3b", **size, **gpu, cache="easycache", cfg_scale=1.0)
+    host = [{p.phase: p.host for p in r.phases} for r in (plain, cached, unguided)]
+    assert host[1]["sampling"] - host[0]["sampling"] == 4 * latent
+    assert host[2]["sampling"] - host[0]["sampling"] == 3 * latent
+    assert host[1]["VAE decode"] == host[0]["VAE decode"]  # freed when sampling returns
+    assert [p.device for p in cached.phases] == [p.device for p in plain.phases]
+    kept = [a for a in cached.allocations if a.kind == "cache copies"]
+    assert [(a.phase, a.nbytes, a.on_device) for a in kept] == [("sampling", 4 * latent, False)]
+    assert "step cache: 4 f32 copies of the latent" in str(cached)
+    assert cached.params["cache_copies"] == 4
+    # on the CPU the latent copies share the memory the model samples in
+    cpu_plain = wanpy.preflight("wan2.1-t2v-1.3b", **size)
+    cpu = wanpy.preflight("wan2.1-t2v-1.3b", **size, cache="dbcache")
+    assert ({p.phase: p.device for p in cpu.phases}["sampling"]
+            - {p.phase: p.device for p in cpu_plain.phases}["sampling"]) == 6 * latent
+
+
+def test_each_a14b_expert_pass_holds_its_own_cache_one_at_a_time():
+    r = wanpy.preflight("wan2.2-t2v-a14b:q4_k", width=832, height=480, num_frames=81, cache="spectrum",
+                        max_allocation="4GiB", total_memory="24GiB", suggest=False)
+    kept = [(a.phase, a.nbytes) for a in r.allocations if a.kind == "cache copies"]
+    assert kept == [("high-noise sampling", 7 * 104 * 60 * 21 * 16 * 4), ("sampling", 7 * 104 * 60 * 21 * 16 * 4)]
+    # sd.cpp guides the high-noise pass only when both cfgs are not 1: one condition cached there
+    r = wanpy.preflight("wan2.2-t2v-a14b:q4_k", width=832, height=480, num_frames=81, cache="dbcache",
+                        high_noise_cfg_scale=1.0, max_allocation="4GiB", total_memory="24GiB", suggest=False)
+    kept = [(a.phase, a.nbytes) for a in r.allocations if a.kind == "cache copies"]
+    assert kept == [("high-noise sampling", 3 * 104 * 60 * 21 * 16 * 4), ("sampling", 6 * 104 * 60 * 21 * 16 * 4)]
+    assert (r.params["high_noise_cache_copies"], r.params["cache_copies"]) == (3, 6)
+
+
+def test_a_pipeline_preflight_counts_the_requests_cache(pipe):
+    options = {k: v for k, v in TINY.items() if k != "progress"}
+    request = wanpy.build_request(pipe.family, "x", cache="cache-dit", cfg_scale=1.0, **options)
+    report = pipe.check_fits(request)
+    assert [a.nbytes for a in report.allocations if a.kind == "cache copies"] == [7 * 4 * 4 * 1 * 16 * 4]
+    with pytest.raises(ValueError, match="cache mode 'ucache'"):
+        wanpy.preflight("wan2.1-t2v-1.3b", width=64, height=64, num_frames=5, cache="ucache")
+
+
+def test_cli_preflight_counts_the_cache(capsys):
+    rc = main(["preflight", "wan2.1-t2v-1.3b", "--size", "832x480", "--frames", "81", "--total-memory", "100GiB",
+               "--cache", "dbcache", "--cache-option", "threshold=0.1", "--cfg-scale", "1"])
+    assert rc == 0
+    assert "step cache: 3 f32 copies of the latent" in capsys.readouterr().out
+    assert main(["preflight", "wan2.1-t2v-1.3b", "--size", "64x64", "--frames", "5", "--cache", "ucache"]) == 2
+    assert "ucache" in capsys.readouterr().err
+    assert main(["preflight", "wan2.1-t2v-1.3b", "--size", "64x64", "--frames", "5", "--cfg-scale", "1"]) == 2
+    assert "only with --cache" in capsys.readouterr().err

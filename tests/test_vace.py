@@ -14,6 +14,7 @@ import wanpy
 from wanpy.catalogue import DITS, FAMILIES
 from wanpy.identify import identify_file
 from wanpy.layouts import dit_layout
+from wanpy.probe import read_frames
 from wanpy.testing import cached_model_set, make_model_set, write_model_file
 
 W, H, F = 32, 32, 5
@@ -146,7 +147,7 @@ def test_a_reference_image_changes_the_frames_and_keeps_the_frame_count(vace):
 def test_a_video_file_a_video_and_its_frames_steer_alike(vace, tmp_path):
     path = wanpy.save_video(tmp_path / "control.webm", control(2), fps=16)
     from_file = vace.generate_video("x", control_video=path, **TINY)
-    decoded = wanpy.probe.read_frames(path)
+    decoded = read_frames(path)
     from_array = vace.generate_video("x", control_video=decoded, **TINY).frames
     from_video = vace.generate_video("x", control_video=from_file, **TINY).frames  # a Video steers with its frames
     assert np.array_equal(from_file.frames, from_array)

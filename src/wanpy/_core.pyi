@@ -202,7 +202,9 @@ class MeasureSession:
     def vae_graph(self, decode: bool, input: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], flash_attention: bool, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex, conv_direct: bool = False) -> dict[str, typing.Any]:
         ...
     def weights(self, component: str, alignment: typing.SupportsInt | typing.SupportsIndex, max_size: typing.SupportsInt | typing.SupportsIndex) -> dict[str, typing.Any]:
-        ...
+        """
+        A component's weights buffer and largest tensor; "vae decoder" and "tiny_vae decoder": the VAE's as sd.cpp loads it with vae_decode_only (no encoder).
+        """
 def backend_devices() -> list[dict[str, typing.Any]]:
     """
     Every ggml backend device compiled in, in ggml's order, with memory figures.

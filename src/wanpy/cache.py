@@ -133,6 +133,26 @@ class StepCache:
             setattr(params, _FIELDS[name][2], getattr(self, name))
         return params
 
+    def host_copies(self, conditions: int) -> int:
+        """How many f32 arrays the size of the latent this cache holds at its peak, in host memory
+        (``std::vector``), during one sampling pass with ``conditions`` evaluations a step (2 with
+        cfg != 1: cond and uncond, each cached on its own; 1 with cfg 1). Read from sd.cpp
+        90e87bc8: easycache keeps a change per condition and the first condition's last input and
+        output (``easycache.hpp``); dbcache keeps input, output and change per condition
+        (``cache_dit.hpp``); taylorseer and cache-dit add the first condition's two sets of
+        derivatives (order 2, the engine's ``taylorseer_n_derivatives`` 1); spectrum keeps the
+        last max(m + 1, 6) denoised latents, one more while it trims (``spectrum.hpp``). None of it
+        grows with the steps, and the experts of Wan2.2 A14B each start a fresh one."""
+        if conditions not in (1, 2):
+            raise ValueError(f"conditions must be 1 or 2, got {conditions!r}")
+        if self.mode == "easycache":
+            return conditions + 2
+        if self.mode == "dbcache":
+            return 3 * conditions
+        if self.mode in ("taylorseer", "cache-dit"):
+            return 3 * conditions + 2 * 2
+        return max(int(self.spectrum_m) + 1, 6) + 1  # type: ignore[arg-type]
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())
         return f"StepCache({args})"

@@ -127,6 +127,13 @@ class DitShape:
         return self.in_dim == 36
 
     @property
+    def uses_vae_encoder(self) -> bool:
+        """Whether sd.cpp may VAE-encode for this DiT: image-to-video (the whole clip), TI2V (an
+        init image as the first latent) and VACE (the control video, always). Text-to-video never
+        encodes, so its VAE loads without the encoder (sd.cpp's ``vae_decode_only``)."""
+        return self.encodes_whole_clip or self.image_as_first_latent or self.vace
+
+    @property
     def clip_images(self) -> int:
         """CLIP vision embeddings the DiT takes: FLF2V two, Wan2.1 I2V one, others none."""
         return 2 if self.flf_pos_embed else 1 if self.image_embedding else 0

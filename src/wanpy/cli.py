@@ -68,6 +68,8 @@ def _memory_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_preflight(args: argparse.Namespace) -> int:
     import wanpy
 
+    if args.cache is None and (args.cfg_scale is not None or args.high_noise_cfg_scale is not None):
+        raise ValueError("--cfg-scale and --high-noise-cfg-scale change the pre-flight only with --cache MODE")
     width, height = args.size
     report = wanpy.preflight(args.model, width=width, height=height, num_frames=args.frames,
                              vae_tiling=args.vae_tiling, tile_size=args.tile_size, tile_overlap=args.tile_overlap,
@@ -76,7 +78,8 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
                              clip_vision=args.clip_vision, max_allocation=args.max_allocation,
                              total_memory=args.total_memory, init_image=args.init_image, end_image=args.end_image,
                              preview=args.preview, tiny_vae=args.tiny_vae, tiny_vae_use=args.tiny_vae_use,
-                             **_memory_kwargs(args))
+                             cache=_step_cache(args), cfg_scale=args.cfg_scale,
+                             high_noise_cfg_scale=args.high_noise_cfg_scale, **_memory_kwargs(args))
     _emit(args, report)
     return 0 if report.fits else EXIT_DOES_NOT_FIT
 
@@ -103,13 +106,21 @@ def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                                                                 args.high_noise_lora]
     if loras:
         kwargs["loras"] = loras
-    if args.cache is not None:
-        from wanpy.cache import parse_cache_options
-
-        kwargs["cache"] = parse_cache_options(args.cache, args.cache_option)
-    elif args.cache_option:
-        raise ValueError("--cache-option needs --cache MODE")
+    cache = _step_cache(args)
+    if cache is not None:
+        kwargs["cache"] = cache
     return kwargs
+
+
+def _step_cache(args: argparse.Namespace) -> Any:
+    """--cache MODE with its --cache-option fields, as a wanpy.StepCache (None without --cache)."""
+    if args.cache is None:
+        if args.cache_option:
+            raise ValueError("--cache-option needs --cache MODE")
+        return None
+    from wanpy.cache import parse_cache_options
+
+    return parse_cache_options(args.cache, args.cache_option)
 
 
 def _preview_writer(args: argparse.Namespace) -> Callable[[Any], None] | None:

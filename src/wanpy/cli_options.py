@@ -110,6 +110,15 @@ def _tiny_vae(p: argparse.ArgumentParser) -> None:
                    help="decode: the tiny VAE replaces the VAE; preview: it decodes the previews only (--preview tae)")
 
 
+def _cache_options(p: argparse.ArgumentParser) -> None:
+    """A step cache (preflight: what it keeps; generate: what it saves)."""
+    p.add_argument("--cache", metavar="MODE", help="a step cache: easycache, dbcache, taylorseer, cache-dit or "
+                                                   "spectrum (README: step caching)")
+    p.add_argument("--cache-option", type=parse_cache_option, action="append", default=[], metavar="NAME=VALUE",
+                   help="a --cache field (a wanpy.StepCache field or sd-cli's key: threshold, start, end, Fn, Bn, "
+                        "w, m, lam, window, flex, warmup, stop; repeatable)")
+
+
 def _load_settings(p: argparse.ArgumentParser) -> None:
     """What a loaded pipeline is set up with (batch, serve: one pipeline, many requests)."""
     p.add_argument("--flash-attention", action="store_true", help="ggml's flash attention: less attention memory")
@@ -157,6 +166,10 @@ def _add_preflight(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--init-image", action="store_true", help="an init image (VACE: a reference image) goes in")
     p.add_argument("--end-image", action="store_true", help="an end image goes in")
     p.add_argument("--preview", choices=("proj", "vae", "tae"), help="the generation's preview mode")
+    _cache_options(p)
+    p.add_argument("--cfg-scale", type=float, help="with --cache, the generation's cfg: 1 caches one evaluation a "
+                                                   "step, else two (default: the family's)")
+    p.add_argument("--high-noise-cfg-scale", type=float, help="with --cache, Wan2.2 A14B's high-noise cfg")
     _tiny_vae(p)
     _memory_options(p)
     p.add_argument("--max-allocation", type=parse_bytes, help="per-allocation ceiling, e.g. 4GiB or 0xfffffffc")
@@ -213,11 +226,7 @@ def _add_generate(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="a LoRA (repeatable; multiplier 1.0 by default)")
     p.add_argument("--high-noise-lora", type=parse_lora, action="append", default=[], metavar="PATH[:MULTIPLIER]",
                    help="a LoRA for Wan2.2 A14B's high-noise expert (repeatable)")
-    p.add_argument("--cache", metavar="MODE", help="a step cache: easycache, dbcache, taylorseer, cache-dit or "
-                                                   "spectrum (README: step caching)")
-    p.add_argument("--cache-option", type=parse_cache_option, action="append", default=[], metavar="NAME=VALUE",
-                   help="a --cache field (a wanpy.StepCache field or sd-cli's key: threshold, start, end, Fn, Bn, "
-                        "w, m, lam, window, flex, warmup, stop; repeatable)")
+    _cache_options(p)
     p.add_argument("--mmap", action="store_true", help="read the weight files through mmap")
     p.add_argument("--vae-conv-direct", action="store_true",
                    help="the VAE's 2-D convolutions as ggml's direct convolution (BENCHMARKS.md: when it helps)")

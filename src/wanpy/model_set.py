@@ -74,9 +74,9 @@ def family_of_files(files: ModelFiles) -> WanFamily:
     vae = _identify(vae_path, "vae")
     if vae.kind != "vae" or vae.family != fam.vae.name:
         raise ModelFileError(f"vae: {vae_path!r} reads as: {vae}; {fam.name} needs the {fam.vae.name}", path=vae_path)
-    if vae.has_encoder is False:
-        raise ModelFileError(f"vae: {vae_path!r} has no encoder weights; sd.cpp's video mode needs the whole Wan VAE "
-                             "(encoder and decoder)", path=vae_path)
+    if vae.has_encoder is False and fam.dit.uses_vae_encoder:
+        raise ModelFileError(f"vae: {vae_path!r} has no encoder weights; {fam.name} VAE-encodes (images, a control "
+                             "video): it needs the whole Wan VAE (encoder and decoder)", path=vae_path)
     for slot in ("text_encoder", "clip_vision", "tiny_vae"):
         path = files.get(slot)
         if path is not None:

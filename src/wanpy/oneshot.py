@@ -82,7 +82,9 @@ def generate_video(prompt: str, *, diffusion_model: PathArg, vae: PathArg, text_
                             end_image=request.end_image is not None, flash_attention=settings["flash_attention"],
                             offload_to_cpu=settings["offload_to_cpu"], keep_vae_on_cpu=settings["keep_vae_on_cpu"],
                             preview=request.preview, vae_conv_direct=fixed["vae_conv_direct"],
-                            tiny_vae=files["tiny_vae"], tiny_vae_use=use, max_vram=max_vram)
+                            tiny_vae=files["tiny_vae"], tiny_vae_use=use, max_vram=max_vram, cache=request.cache,
+                            cfg_scale=request.cfg_scale,
+                            high_noise_cfg_scale=None if request.high_noise is None else request.high_noise.cfg_scale)
         settings.update({k: choice.settings[k] for k in LOAD_SETTINGS})
         request = dataclasses.replace(request, fit="strict", vae_tiling=choice.settings["vae_tiling"],
                                       tile_size=choice.settings["tile_size"])

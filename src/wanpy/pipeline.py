@@ -244,7 +244,8 @@ class WanPipeline:
                     vae=f["vae"], t5xxl=f["text_encoder"], clip_vision=f["clip_vision"], tiny_vae=f["tiny_vae"],
                     tiny_vae_preview_only=self.tiny_vae_use == "preview",
                     max_vram_gib=0.0 if self.max_vram is None else self.max_vram / 2**30, n_threads=self.n_threads,
-                    vae_decode_only=False,  # video mode needs the VAE encoder (and I2V encodes images)
+                    # text-to-video never VAE-encodes: its VAE (and tiny VAE) load without the encoder
+                    vae_decode_only=not self.family.dit.uses_vae_encoder,
                     flash_attention=self.flash_attention, offload_params_to_cpu=self.offload_to_cpu,
                     keep_vae_on_cpu=self.keep_vae_on_cpu, keep_clip_on_cpu=False, enable_mmap=self.mmap,
                     free_params_immediately=self._free_params_immediately, vae_conv_direct=self.vae_conv_direct,
@@ -485,9 +486,11 @@ def check_previews(request: GenerationRequest, callback: Any, *, tiny_vae: str |
 
 def _request_memory(request: GenerationRequest | None) -> dict[str, Any]:
     """What a request changes in the pre-flight: images in (a VACE reference image reaches sd.cpp as
-    its init image), VAE tiling and its tiles."""
+    its init image), VAE tiling and its tiles, previews, and what a step cache keeps (its cfg: one
+    evaluation a step or two)."""
     if request is None:
         return {}
     return {"init_image": request.init_image is not None or request.reference_image is not None, "end_image": request.end_image is not None,
             "vae_tiling": request.vae_tiling, "tile_size": request.tile_size, "tile_overlap": request.tile_overlap,
-            "preview": request.preview}
+            "preview": request.preview, "cache": request.cache, "cfg_scale": request.cfg_scale,
+            "high_noise_cfg_scale": None if request.high_noise is None else request.high_noise.cfg_scale}

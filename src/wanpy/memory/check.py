@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from wanpy.cache import StepCache, check_cache
 from wanpy.catalogue import DITS
 from wanpy.memory.measure import Config, evaluate
 from wanpy.memory.report import Preflight
@@ -23,7 +24,7 @@ from wanpy.memory.target import Target, target
 from wanpy.system import Device
 from wanpy.units import format_bytes
 from wanpy.validation import (
-    check_max_vram, check_num_frames, check_preview, check_size, check_tiles, check_tiny_vae_use,
+    check_float, check_max_vram, check_num_frames, check_preview, check_size, check_tiles, check_tiny_vae_use,
 )
 
 __all__ = ["Prepared", "build_report", "check_flags", "prepare", "preflight"]
@@ -53,7 +54,9 @@ def preflight(model: PathArg, *, width: int, height: int, num_frames: int,
               end_image: bool = False, tile_size: tuple[int, int] | None = None, tile_overlap: float = 0.5,
               preview: str | None = None, suggest: bool = True, weights_only: bool = False,
               vae_conv_direct: bool = False, tiny_vae: PathArg | None = None,
-              tiny_vae_use: str = "decode", max_vram: int | str | None = None) -> Preflight:
+              tiny_vae_use: str = "decode", max_vram: int | str | None = None,
+              cache: StepCache | str | None = None, cfg_scale: float | None = None,
+              high_noise_cfg_scale: float | None = None) -> Preflight:
     """What a generation will allocate, and whether it fits, before loading anything.
 
     Args:
@@ -81,6 +84,12 @@ def preflight(model: PathArg, *, width: int, height: int, num_frames: int,
         max_vram: as for ``WanPipeline`` (with ``offload_to_cpu=True``): the DiT's, the text
             encoder's and CLIP vision's graphs are planned into segments by sd.cpp's own planner;
             a budget below the largest segment does not fit.
+        cache: the generation's step cache (``wanpy.StepCache`` or a mode name): the copies of the
+            latent it keeps while sampling (``StepCache.host_copies``) are host memory (on a CPU
+            device, the memory it samples from).
+        cfg_scale, high_noise_cfg_scale: the generation's cfgs (with ``cache``): 1 caches one
+            evaluation a step, any other value two (cond and uncond); sd.cpp runs Wan2.2 A14B's
+            high-noise pass guided only when both are not 1. None: the family's default (never 1).
         suggest: compute ``suggestions`` (alternatives re-measured to fit).
         weights_only: only the weights and the load phase (what a pipeline checks before
             loading; the size arguments are then only used for validation).
@@ -97,7 +106,7 @@ def preflight(model: PathArg, *, width: int, height: int, num_frames: int,
         max_allocation=max_allocation, total_memory=total_memory, clip_vision=clip_vision,
         init_image=init_image, end_image=end_image, tile_size=tile_size, tile_overlap=tile_overlap,
         preview=preview, vae_conv_direct=vae_conv_direct, tiny_vae=tiny_vae, tiny_vae_use=tiny_vae_use,
-        max_vram=max_vram)
+        max_vram=max_vram, cache=cache, cfg_scale=cfg_scale, high_noise_cfg_scale=high_noise_cfg_scale)
     return build_report(p, p.config, started, suggest=suggest, weights_only=weights_only)
 
 
@@ -115,12 +124,18 @@ def prepare(model: PathArg, *, width: int, height: int, num_frames: int, flash_a
             init_image: bool, end_image: bool, tile_size: tuple[int, int] | None,
             tile_overlap: float, tiling_may_follow: bool = False, preview: str | None = None,
             vae_conv_direct: bool = False, tiny_vae: PathArg | None = None,
-            tiny_vae_use: str = "decode", max_vram: int | str | None = None) -> Prepared:
+            tiny_vae_use: str = "decode", max_vram: int | str | None = None,
+            cache: StepCache | str | None = None, cfg_scale: float | None = None,
+            high_noise_cfg_scale: float | None = None) -> Prepared:
     """The validated request, its measuring session and its target device."""
     check_flags(flash_attention=flash_attention, vae_tiling=vae_tiling, offload_to_cpu=offload_to_cpu,
                 keep_vae_on_cpu=keep_vae_on_cpu, init_image=init_image, end_image=end_image,
                 vae_conv_direct=vae_conv_direct)
     use = check_tiny_vae_use(tiny_vae_use)
+    step_cache = check_cache(cache)
+    guided = [check_float(name, value, minimum=0, maximum=100) != 1 if value is not None else True
+              for name, value in (("cfg_scale", cfg_scale), ("high_noise_cfg_scale", high_noise_cfg_scale))]
+    conditions = (2 if guided[0] else 1, 2 if guided[0] and guided[1] else 1)  # sd.cpp's uncond: see above
     if tiny_vae is None and (use == "preview" or preview == "tae"):
         raise ValueError("tiny_vae_use='preview' and preview='tae' need tiny_vae=PATH (a TAEHV file)")
     src = sources(model, vae=vae, text_encoder=text_encoder, high_noise=high_noise, clip_vision=clip_vision,
@@ -135,7 +150,9 @@ def prepare(model: PathArg, *, width: int, height: int, num_frames: int, flash_a
                  init_image, end_image, tile_size, tile_overlap, check_preview(preview) in ("vae", "tae"),
                  vae_conv_direct, None if tiny_vae is None else use)
     t = target(device, max_allocation, total_memory)
-    cfg = dataclasses.replace(cfg, max_vram=check_max_vram(max_vram, offload_to_cpu=offload_to_cpu, is_cpu=t.is_cpu))
+    cfg = dataclasses.replace(cfg, max_vram=check_max_vram(max_vram, offload_to_cpu=offload_to_cpu, is_cpu=t.is_cpu),
+                              cache_copies=0 if step_cache is None else step_cache.host_copies(conditions[0]),
+                              high_noise_cache_copies=0 if step_cache is None else step_cache.host_copies(conditions[1]))
     return Prepared(s, cfg, t, src.label, dit.size_multiple)
 
 
@@ -156,7 +173,8 @@ def build_report(p: Prepared, cfg: Config, started: float, *, suggest: bool,
               "vae_conv_direct": cfg.vae_conv_direct,
               "offload_to_cpu": cfg.offload_to_cpu, "keep_vae_on_cpu": cfg.keep_vae_on_cpu,
               "init_image": cfg.init_image, "end_image": cfg.end_image, "tile_size": cfg.tile_size,
-              "tile_overlap": cfg.tile_overlap, "max_vram": cfg.max_vram,
+              "tile_overlap": cfg.tile_overlap, "max_vram": cfg.max_vram, "cache_copies": cfg.cache_copies,
+              "high_noise_cache_copies": cfg.high_noise_cache_copies,
               "max_vram_floor_component": e.max_vram_floor_component, "model": p.label, "alignment": t.alignment,
               "buffer_max_size": t.buffer_max_size}
     return Preflight(e.fits, e.largest, t.max_allocation, t.total_memory, e.allocations, e.phases, e.peak,

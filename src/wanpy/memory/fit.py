@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from wanpy.cache import StepCache
 from wanpy.memory.check import build_report, prepare
 from wanpy.memory.report import Preflight, refusal
 from wanpy.memory.search import FIT_SETTINGS, choose
@@ -57,7 +58,9 @@ def choose_fit(model: PathArg, *, width: int, height: int, num_frames: int,
                max_allocation: int | str | None = None, total_memory: int | str | None = None,
                init_image: bool = False, end_image: bool = False, preview: str | None = None,
                vae_conv_direct: bool = False, tiny_vae: PathArg | None = None,
-               tiny_vae_use: str = "decode", max_vram: int | str | None = None) -> FitChoice:
+               tiny_vae_use: str = "decode", max_vram: int | str | None = None,
+               cache: StepCache | str | None = None, cfg_scale: float | None = None,
+               high_noise_cfg_scale: float | None = None) -> FitChoice:
     """The cheapest settings under which the request fits (what ``fit="auto"`` uses).
 
     Takes ``preflight``'s arguments. Settings already on stay on; size and frames are never
@@ -72,7 +75,8 @@ def choose_fit(model: PathArg, *, width: int, height: int, num_frames: int,
         max_allocation=max_allocation, total_memory=total_memory, clip_vision=clip_vision,
         init_image=init_image, end_image=end_image, tile_size=tile_size, tile_overlap=tile_overlap,
         tiling_may_follow=True, preview=preview, vae_conv_direct=vae_conv_direct, tiny_vae=tiny_vae,
-        tiny_vae_use=tiny_vae_use, max_vram=max_vram)
+        tiny_vae_use=tiny_vae_use, max_vram=max_vram, cache=cache, cfg_scale=cfg_scale,
+        high_noise_cfg_scale=high_noise_cfg_scale)
     search = choose(p.session, p.config, p.target)
     if search.chosen is None:
         raise refusal(build_report(p, p.config, started, suggest=True))

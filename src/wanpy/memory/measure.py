@@ -42,6 +42,8 @@ class Config:
     vae_conv_direct: bool = False  # the VAE's Conv2d as ggml_conv_2d_direct (no im2col buffers)
     tiny_vae: str | None = None  # a TAEHV's use: "decode" (instead of the VAE) or "preview" (previews only)
     max_vram: int | None = None  # sd.cpp's graph-cut budget (bytes; with offload_to_cpu on a GPU)
+    cache_copies: int = 0  # f32 arrays the size of the latent a step cache holds while sampling (host memory)
+    high_noise_cache_copies: int = 0  # ... during Wan2.2 A14B's high-noise pass (its own cfg)
 
 
 @dataclass(frozen=True)
@@ -132,11 +134,13 @@ def _components(s: Any, dit: DitShape, cfg: Config) -> list[str]:
     return out
 
 
-def _weights(s: Any, components: list[str], t: Target) -> list[Allocation]:
-    """Each component's weights buffer and its largest weight tensor."""
+def _weights(s: Any, components: list[str], t: Target, dit: DitShape) -> list[Allocation]:
+    """Each component's weights buffer and its largest weight tensor (a DiT that never VAE-encodes:
+    the VAE's and the tiny VAE's as sd.cpp loads them then, without their encoders)."""
     allocs: list[Allocation] = []
+    decoder = "" if dit.uses_vae_encoder else " decoder"
     for comp in components:
-        m = s.weights(comp, t.alignment, t.chunk)
+        m = s.weights(comp + decoder if comp in ("vae", "tiny_vae") else comp, t.alignment, t.chunk)
         allocs.append(Allocation(f"{comp} weights", "load", _buffer(m["total"], m["largest"], t.chunk), comp,
                                  "weights buffer", buffer_total=int(m["total"])))
         allocs.append(Allocation(f"{comp} largest weight tensor ({m['type']} {_shape(m['shape'])})", "load",
@@ -149,7 +153,7 @@ def measure(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Measu
     """Every allocation and phase total of ``cfg`` on ``t`` (``weights_only``: the load phase)."""
     desc = s.dit_desc(False)
     dit = DITS[desc]
-    allocs = _weights(s, _components(s, dit, cfg), t)
+    allocs = _weights(s, _components(s, dit, cfg), t, dit)
     weights = {a.component: a.buffer_total for a in allocs if a.kind == "weights buffer"}
     on_host = {"vae", "tiny_vae"} if cfg.keep_vae_on_cpu and not t.is_cpu else set()  # sd.cpp's VAE backend
     allocs = [dataclasses.replace(a, on_device=False) if a.component in on_host else a for a in allocs]
@@ -200,6 +204,13 @@ def measure(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Measu
             preview = _phase_memory(_Graph(g.phase, _preview_decoder(cfg), {}), previews, weights, on_host,
                                     cfg.offload_to_cpu)
             device, host = device + preview[0], host + preview[1]
+        copies = cfg.high_noise_cache_copies if g.phase == "high-noise sampling" else cfg.cache_copies
+        if copies and g.phase.endswith("sampling"):  # each expert's pass holds its own, one at a time
+            kept = copies * _latent_elements(cfg, dit) * 4
+            allocs.append(Allocation(f"step cache: {copies} f32 copies of the latent",
+                                     g.phase, kept, g.component, "cache copies", on_device=False))
+            # separate std::vectors (no device ceiling), in the memory a CPU device samples from
+            device, host = (device + kept, host) if t.is_cpu else (device, host + kept)
         phases.append(PhaseTotal(g.phase, resident + device, host_weights + host))
     floors = [(int(g.plan["smallest_budget"]), g.component) for g in graphs if g.plan is not None]
     floor, whose = max(floors, default=(None, None))
@@ -241,6 +252,13 @@ def _first_stage(cfg: Config) -> str:
 def _preview_decoder(cfg: Config) -> str:
     """The component that decodes previews: a tiny VAE loaded for them, else the one that decodes."""
     return "tiny_vae" if cfg.tiny_vae == "preview" else _first_stage(cfg)
+
+
+def _latent_elements(cfg: Config, dit: DitShape) -> int:
+    """The sampled latent's values (with a VACE reference image, one latent frame more)."""
+    scale = dit.vae.spatial_scale
+    t_lat = (cfg.num_frames - 1) // 4 + 1 + (1 if dit.vace and cfg.init_image else 0)
+    return (cfg.width // scale) * (cfg.height // scale) * t_lat * dit.vae.z_dim
 
 
 def _preview_buffer(s: Any, cfg: Config, t: Target, dit: DitShape, graphs: list[_Graph]) -> int:

@@ -21,8 +21,9 @@ class Allocation:
     """One allocation ggml will make: ``name`` (what it is), ``phase`` (when: "load",
     "text encoding", "clip vision", "VAE encode (reference image)" (VACE), "VAE encode",
     "high-noise sampling", "sampling", "VAE decode"), ``nbytes``. ``component`` is the model part; ``kind`` is
-    "weights buffer", "weight tensor", "compute buffer", "tensor" or "host buffer" (the
-    decoded video, when host memory is what does not fit); ``shape`` (ggml
+    "weights buffer", "weight tensor", "compute buffer", "tensor", "host buffer" (the
+    decoded video, when host memory is what does not fit) or "cache copies" (what a step cache
+    keeps in host memory while sampling); ``shape`` (ggml
     order) and ``dtype`` describe a single tensor; ``buffer_total`` is the whole buffer
     the chunk or tensor belongs to (ggml splits buffers at the device's buffer size)."""
 
