@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import time
 from typing import Any
 
 import numpy as np
@@ -60,6 +62,11 @@ def main() -> None:
                                 "mean_diff": float(diff.mean())})
                 print(f"  {cache!r}: sampling {video.timings.sampling:.2f} s, {video.model_evaluations} run, "
                       f"{video.cached_evaluations} cached", flush=True)
+                if args.json:  # what is measured so far survives a stopped run
+                    _dump(args.json, {"size": [width, height], "frames": args.frames, "steps": args.steps,
+                                      "partial": True, "load_average": os.getloadavg(),
+                                      "settings": [None if c is None else c.to_dict() for c in settings],
+                                      "runs": [runs[j] for j in range(len(settings))]})
     rows = []
     for i, cache in enumerate(settings):
         r = runs[i]
@@ -81,9 +88,16 @@ def main() -> None:
               f"{row['s_per_evaluation'] / base['s_per_evaluation']:>7.3f} {row['max_diff']:>6} "
               f"{row['mean_diff']:>7.2f}")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"size": [width, height], "frames": args.frames, "steps": args.steps, "rounds": args.rounds,
-                       "rows": rows}, f, indent=2)
+        _dump(args.json, {"size": [width, height], "frames": args.frames, "steps": args.steps, "rounds": args.rounds,
+                          "threads": args.threads, "date": time.strftime("%Y-%m-%d %H:%M"),
+                          "load_average": os.getloadavg(), "rows": rows})
+
+
+def _dump(path: str, data: dict[str, Any]) -> None:
+    """Whole or not at all: a run stopped while writing keeps the previous file."""
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":
