@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from wanpy.memory import choose_fit
 from wanpy.model_set import PathArg, check_model_files, family_of_files
-from wanpy.pipeline import LOAD_SETTINGS, WanPipeline, check_diffusion_conv_direct, check_previews
+from wanpy.pipeline import LOAD_SETTINGS, WanPipeline, check_diffusion_conv_direct, check_previews, request_memory
 from wanpy.progress import Progress
 from wanpy.request import RequestOptions, build_request, check_options
 from wanpy.system import Device
@@ -74,17 +74,12 @@ def generate_video(prompt: str, *, diffusion_model: PathArg, vae: PathArg, text_
         # chosen before the weights are loaded, so they load once; the pipeline's own
         # pre-flight confirms the choice
         choice = choose_fit(dit_path, width=request.width, height=request.height, num_frames=request.num_frames,
-                            vae_tiling=request.vae_tiling, tile_size=request.tile_size,
-                            tile_overlap=request.tile_overlap, device=device, text_encoder=files["text_encoder"],
-                            vae=files["vae"], high_noise_diffusion_model=files["high_noise_diffusion_model"],
-                            clip_vision=files["clip_vision"],
-                            init_image=request.init_image is not None or request.reference_image is not None,
-                            end_image=request.end_image is not None, flash_attention=settings["flash_attention"],
+                            device=device, text_encoder=files["text_encoder"], vae=files["vae"],
+                            high_noise_diffusion_model=files["high_noise_diffusion_model"],
+                            clip_vision=files["clip_vision"], flash_attention=settings["flash_attention"],
                             offload_to_cpu=settings["offload_to_cpu"], keep_vae_on_cpu=settings["keep_vae_on_cpu"],
-                            preview=request.preview, vae_conv_direct=fixed["vae_conv_direct"],
-                            tiny_vae=files["tiny_vae"], tiny_vae_use=use, max_vram=max_vram, cache=request.cache,
-                            cfg_scale=request.cfg_scale,
-                            high_noise_cfg_scale=None if request.high_noise is None else request.high_noise.cfg_scale)
+                            vae_conv_direct=fixed["vae_conv_direct"], tiny_vae=files["tiny_vae"], tiny_vae_use=use,
+                            max_vram=max_vram, **request_memory(request))
         settings.update({k: choice.settings[k] for k in LOAD_SETTINGS})
         request = dataclasses.replace(request, fit="strict", vae_tiling=choice.settings["vae_tiling"],
                                       tile_size=choice.settings["tile_size"])

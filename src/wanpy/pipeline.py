@@ -174,12 +174,12 @@ class WanPipeline:
         """What ``fit="auto"`` would choose for ``request`` on this pipeline (``wanpy.choose_fit``);
         nothing reloads. Raises ``wanpy.AllocationTooLargeError`` when no setting fits."""
         return choose_fit(width=request.width, height=request.height, num_frames=request.num_frames,
-                          **_request_memory(request), **self.measure_args())
+                          **request_memory(request), **self.measure_args())
 
     def _check_fits(self, width: int, height: int, num_frames: int, *, weights_only: bool = False,
                     request: GenerationRequest | None = None) -> Preflight:
         report = run_preflight(width=width, height=height, num_frames=num_frames, weights_only=weights_only,
-                               **_request_memory(request), **self.measure_args())
+                               **request_memory(request), **self.measure_args())
         if not report.fits:
             raise refusal(report)
         logger.debug("pre-flight: fits; largest %s, peak %d B (%.0f ms)", report.largest, report.peak,
@@ -484,7 +484,7 @@ def check_previews(request: GenerationRequest, callback: Any, *, tiny_vae: str |
                          "VAE: ask for preview='tae'")
 
 
-def _request_memory(request: GenerationRequest | None) -> dict[str, Any]:
+def request_memory(request: GenerationRequest | None) -> dict[str, Any]:
     """What a request changes in the pre-flight: images in (a VACE reference image reaches sd.cpp as
     its init image), VAE tiling and its tiles, previews, and what a step cache keeps (its cfg: one
     evaluation a step or two)."""

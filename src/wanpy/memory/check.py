@@ -133,9 +133,13 @@ def prepare(model: PathArg, *, width: int, height: int, num_frames: int, flash_a
                 vae_conv_direct=vae_conv_direct)
     use = check_tiny_vae_use(tiny_vae_use)
     step_cache = check_cache(cache)
-    guided = [check_float(name, value, minimum=0, maximum=100) != 1 if value is not None else True
-              for name, value in (("cfg_scale", cfg_scale), ("high_noise_cfg_scale", high_noise_cfg_scale))]
-    conditions = (2 if guided[0] else 1, 2 if guided[0] and guided[1] else 1)  # sd.cpp's uncond: see above
+    if cfg_scale is not None:
+        cfg_scale = check_float("cfg_scale", cfg_scale, minimum=0, maximum=100)
+    if high_noise_cfg_scale is not None:
+        high_noise_cfg_scale = check_float("high_noise_cfg_scale", high_noise_cfg_scale, minimum=0, maximum=100)
+    # sd.cpp encodes the uncond only when cfg != 1, and guides the high-noise pass only if its cfg != 1 too
+    conditions = 2 if cfg_scale != 1 else 1
+    high_noise_conditions = 2 if cfg_scale != 1 and high_noise_cfg_scale != 1 else 1
     if tiny_vae is None and (use == "preview" or preview == "tae"):
         raise ValueError("tiny_vae_use='preview' and preview='tae' need tiny_vae=PATH (a TAEHV file)")
     src = sources(model, vae=vae, text_encoder=text_encoder, high_noise=high_noise, clip_vision=clip_vision,
@@ -151,8 +155,9 @@ def prepare(model: PathArg, *, width: int, height: int, num_frames: int, flash_a
                  vae_conv_direct, None if tiny_vae is None else use)
     t = target(device, max_allocation, total_memory)
     cfg = dataclasses.replace(cfg, max_vram=check_max_vram(max_vram, offload_to_cpu=offload_to_cpu, is_cpu=t.is_cpu),
-                              cache_copies=0 if step_cache is None else step_cache.host_copies(conditions[0]),
-                              high_noise_cache_copies=0 if step_cache is None else step_cache.host_copies(conditions[1]))
+                              cache_copies=0 if step_cache is None else step_cache.host_copies(conditions),
+                              high_noise_cache_copies=(0 if step_cache is None
+                                                       else step_cache.host_copies(high_noise_conditions)))
     return Prepared(s, cfg, t, src.label, dit.size_multiple)
 
 

@@ -206,7 +206,8 @@ def measure(s: Any, cfg: Config, t: Target, weights_only: bool = False) -> Measu
             device, host = device + preview[0], host + preview[1]
         copies = cfg.high_noise_cache_copies if g.phase == "high-noise sampling" else cfg.cache_copies
         if copies and g.phase.endswith("sampling"):  # each expert's pass holds its own, one at a time
-            kept = copies * _latent_elements(cfg, dit) * 4
+            w, h, t_in = _sampled_latent(cfg, dit)
+            kept = copies * w * h * t_in * dit.vae.z_dim * 4
             allocs.append(Allocation(f"step cache: {copies} f32 copies of the latent",
                                      g.phase, kept, g.component, "cache copies", on_device=False))
             # separate std::vectors (no device ceiling), in the memory a CPU device samples from
@@ -254,11 +255,12 @@ def _preview_decoder(cfg: Config) -> str:
     return "tiny_vae" if cfg.tiny_vae == "preview" else _first_stage(cfg)
 
 
-def _latent_elements(cfg: Config, dit: DitShape) -> int:
-    """The sampled latent's values (with a VACE reference image, one latent frame more)."""
+def _sampled_latent(cfg: Config, dit: DitShape) -> tuple[int, int, int]:
+    """The latent being sampled: width, height, frames (with a VACE reference image, one latent
+    frame more than the video's)."""
     scale = dit.vae.spatial_scale
-    t_lat = (cfg.num_frames - 1) // 4 + 1 + (1 if dit.vace and cfg.init_image else 0)
-    return (cfg.width // scale) * (cfg.height // scale) * t_lat * dit.vae.z_dim
+    t_lat = (cfg.num_frames - 1) // 4 + 1
+    return cfg.width // scale, cfg.height // scale, t_lat + 1 if dit.vace and cfg.init_image else t_lat
 
 
 def _preview_buffer(s: Any, cfg: Config, t: Target, dit: DitShape, graphs: list[_Graph]) -> int:
@@ -267,10 +269,8 @@ def _preview_buffer(s: Any, cfg: Config, t: Target, dit: DitShape, graphs: list[
     frame more than the video's)."""
     if not cfg.preview_vae:
         return 0
-    scale = dit.vae.spatial_scale
-    w, h, t_lat = cfg.width // scale, cfg.height // scale, (cfg.num_frames - 1) // 4 + 1
-    t_in = t_lat + 1 if dit.vace and cfg.init_image else t_lat
-    if cfg.tiny_vae != "preview" and t_in == t_lat:  # the decode phase's own graph
+    w, h, t_in = _sampled_latent(cfg, dit)
+    if cfg.tiny_vae != "preview" and not (dit.vace and cfg.init_image):  # the decode phase's own graph
         return sum(int(g.measured["total"]) for g in graphs if g.phase == "VAE decode")
     return int(_vae(s, True, cfg, t, w, h, t_in, dit, tiny=cfg.tiny_vae is not None)["total"])
 
